@@ -1,0 +1,52 @@
+# Merlin — run `make` to list the targets.
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+export GOTOOLCHAIN := local
+
+GO       ?= go
+CACHE    ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/merlin
+BIN      := bin/merlin
+VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS  := -X main.version=$(VERSION)
+
+GOLANGCI_VERSION := v2.15.0
+GOLANGCI := $(CACHE)/bin/golangci-lint-$(GOLANGCI_VERSION)/golangci-lint
+
+.PHONY: help build run test bench lint generate fuzz clean
+
+help: ## list the targets
+	@echo "Merlin: ship ML models from Git."
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-9s %s\n", $$1, $$2}'
+
+build: ## build bin/merlin
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/merlin
+
+run: build ## quickstart: validate and render the bundled examples
+	./$(BIN) validate examples/...
+	./$(BIN) render examples/
+
+test: ## install test dependencies (apt, kube-apiserver) and run every test
+	@assets=$$(hack/test-deps.sh | tail -n 1); \
+	 echo "KUBEBUILDER_ASSETS=$$assets"; \
+	 test -z "$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))" || { echo "gofmt needed:"; gofmt -l .; exit 1; }; \
+	 $(GO) vet ./...; \
+	 KUBEBUILDER_ASSETS=$$assets $(GO) test -count=1 -timeout 25m ./...
+
+bench: build ## print the performance figures
+	@echo "no benchmarks yet"
+
+lint: $(GOLANGCI) ## run golangci-lint (installed at a pinned version)
+	$(GOLANGCI) run ./...
+
+$(GOLANGCI):
+	GOBIN=$(dir $@) $(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_VERSION)
+
+generate: ## regenerate schema/merlin.schema.json
+	$(GO) generate ./...
+
+fuzz: ## fuzz the manifest parser for a minute
+	$(GO) test ./manifest/ -run '^$$' -fuzz FuzzParse -fuzztime 60s
+
+clean: ## remove build output
+	rm -rf bin

@@ -1,0 +1,87 @@
+// Command merlin ships ML models from Git: it validates and renders
+// merlin.yaml manifests, and runs the daemon that serves the models they
+// declare.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+// Exit codes.
+const (
+	exitOK      = 0
+	exitFailure = 1 // the command ran and found problems (invalid manifests, a failed request)
+	exitUsage   = 2 // the command line is wrong
+)
+
+// command is one `merlin` subcommand.
+type command struct {
+	name    string
+	args    string
+	summary string
+	run     func(ctx context.Context, args []string, stdout, stderr io.Writer) int
+}
+
+func commands() []command {
+	return []command{
+		{"validate", "[--format text|json] [PATH...]", "check merlin.yaml manifests (files or directories; PATH/... is accepted)", runValidate},
+		{"render", "[--target local] [PATH]", "print manifests with defaults applied", runRender},
+		{"version", "", "print build information", runVersion},
+	}
+}
+
+// run executes one command line and returns the process exit code.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
+		usage(stdout)
+		if len(args) == 0 {
+			return exitUsage
+		}
+		return exitOK
+	}
+	for _, c := range commands() {
+		if c.name == args[0] {
+			return c.run(ctx, args[1:], stdout, stderr)
+		}
+	}
+	fmt.Fprintf(stderr, "merlin: unknown command %q\n\n", args[0])
+	usage(stderr)
+	return exitUsage
+}
+
+func usage(w io.Writer) {
+	fmt.Fprintln(w, "merlin ships ML models from Git.")
+	fmt.Fprintln(w, "\nUsage:")
+	for _, c := range commands() {
+		fmt.Fprintf(w, "  merlin %-9s %s\n      %s\n", c.name, c.args, c.summary)
+	}
+	fmt.Fprintln(w, "\nRun `merlin COMMAND -h` for a command's flags.")
+}
+
+// parseFlags parses a subcommand's flags, writing errors and -h output to
+// stderr. It returns ok=false with the exit code when the command should
+// stop.
+func parseFlags(fs *flag.FlagSet, args []string, stderr io.Writer) (code int, ok bool) {
+	fs.SetOutput(stderr)
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return exitOK, false
+		}
+		return exitUsage, false
+	}
+	return exitOK, true
+}
