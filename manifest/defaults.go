@@ -12,6 +12,7 @@ var (
 	DefaultLatencyRatio  = 1.5
 	DefaultFailureLimit  = 2
 	DefaultMirrorPercent = 100
+	DefaultDeadline      = Duration(10 * time.Minute)
 )
 
 // applyDefaults fills in the fields the manifest did not set. It only
@@ -34,6 +35,12 @@ func applyDefaults(m *Model) {
 	}
 	if r.Strategy == StrategyCanary && !m.Set("spec.rollout.steps") {
 		r.Steps = append([]int(nil), DefaultSteps...)
+	}
+	if r.Strategy.Mirrored() && !m.Set("spec.rollout.mirrorPercent") {
+		r.MirrorPercent = DefaultMirrorPercent
+	}
+	if !m.Set("spec.rollout.progressDeadline") {
+		r.ProgressDeadline = DefaultDeadline
 	}
 	if r.Strategy != StrategyDirect {
 		applyAnalysisDefaults(m)

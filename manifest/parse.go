@@ -174,3 +174,28 @@ func syntaxError(name string, data []byte, err error) *Error {
 	e.Message = "invalid YAML: " + e.Message
 	return e
 }
+
+// Decode strictly decodes a single-document YAML file into v (a pointer to
+// a struct with yaml tags), the way manifests are decoded: unknown fields,
+// duplicate keys and mistyped values are reported, every one positioned.
+// set reports which field paths the file wrote. It serves other YAML files
+// Merlin reads, such as the daemon's configuration.
+func Decode(name string, data []byte, v any) (set func(field string) bool, errs ErrorList) {
+	fields := map[string]fieldPos{}
+	set = func(field string) bool { _, ok := fields[field]; return ok }
+	if len(data) > MaxFileSize {
+		return set, ErrorList{tooLarge(name)}
+	}
+	var doc yaml.Node
+	if err := yaml.Unmarshal(data, &doc); err != nil {
+		return set, ErrorList{syntaxError(name, data, err)}
+	}
+	if doc.Kind != yaml.DocumentNode || len(doc.Content) == 0 {
+		return set, nil
+	}
+	d := newDecoder(name)
+	d.fields = fields
+	d.decode(doc.Content[0], reflect.ValueOf(v).Elem(), "", posOf(doc.Content[0]))
+	d.errs.Sort()
+	return set, d.errs
+}

@@ -2,6 +2,8 @@ package manifest
 
 import (
 	"bytes"
+	"encoding/json"
+	"reflect"
 	"os"
 	"path/filepath"
 	"strings"
@@ -37,6 +39,7 @@ spec:
       - 50
       - 100
     interval: 30s
+    progressDeadline: 10m0s
     promotion: auto
     analysis:
       minRequests: 50
@@ -126,4 +129,21 @@ func FuzzParse(f *testing.F) {
 			}
 		}
 	})
+}
+
+// The daemon persists rollout settings as JSON; they must read back.
+func TestJSONRoundTrip(t *testing.T) {
+	f := Parse("m/merlin.yaml", []byte(head+"  rollout: {interval: 1m30s, analysis: {maxErrorRate: 0.5%, minAgreement: 95%}}\n"))
+	r := f.Models[0].Spec.Rollout
+	data, err := json.Marshal(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var back Rollout
+	if err := json.Unmarshal(data, &back); err != nil {
+		t.Fatalf("%v\n%s", err, data)
+	}
+	if !reflect.DeepEqual(back, r) {
+		t.Errorf("round trip:\n got %+v\nwant %+v", back, r)
+	}
 }

@@ -47,6 +47,20 @@ func (d Duration) MarshalJSON() ([]byte, error) {
 	return []byte(strconv.Quote(time.Duration(d).String())), nil
 }
 
+// UnmarshalJSON reads a duration written by MarshalJSON.
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	s, err := strconv.Unquote(string(b))
+	if err != nil {
+		return fmt.Errorf("duration: %w", err)
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return fmt.Errorf("duration: %w", err)
+	}
+	*d = Duration(v)
+	return nil
+}
+
 // JSONSchema describes durations for editors.
 func (Duration) JSONSchema() *jsonschema.Schema {
 	return &jsonschema.Schema{
@@ -85,6 +99,20 @@ func (p Percent) MarshalYAML() (any, error) { return p.String(), nil }
 
 // MarshalJSON writes the percentage as "1%".
 func (p Percent) MarshalJSON() ([]byte, error) { return []byte(strconv.Quote(p.String())), nil }
+
+// UnmarshalJSON reads a percentage written by MarshalJSON.
+func (p *Percent) UnmarshalJSON(b []byte) error {
+	s, err := strconv.Unquote(string(b))
+	if err != nil {
+		return fmt.Errorf("percentage: %w", err)
+	}
+	v, err := strconv.ParseFloat(strings.TrimSuffix(s, "%"), 64)
+	if err != nil {
+		return fmt.Errorf("percentage: %w", err)
+	}
+	*p = Percent(v)
+	return nil
+}
 
 // JSONSchema describes percentages for editors.
 func (Percent) JSONSchema() *jsonschema.Schema {

@@ -113,8 +113,10 @@ type EnvVar struct {
 // (candidate) version.
 type Rollout struct {
 	// Strategy: canary (stepwise traffic shift under analysis), blueGreen
-	// (verify, then switch all traffic at once) or direct (switch as soon as
-	// the new version is ready).
+	// (verify on mirrored traffic, switch all traffic at once, keep the old
+	// version warm for an instant rollback), shadow (verify on mirrored
+	// traffic, then switch) or direct (switch as soon as the new version is
+	// ready).
 	Strategy Strategy `yaml:"strategy" json:"strategy,omitempty"`
 	// Steps are the candidate's traffic percentages, strictly increasing and
 	// ending at 100 (canary only).
@@ -122,6 +124,12 @@ type Rollout struct {
 	// Interval is the time spent at each step before analysis decides
 	// (minimum 5s).
 	Interval Duration `yaml:"interval,omitempty" json:"interval,omitempty"`
+	// MirrorPercent is the share of requests mirrored to the new version
+	// while shadow and blueGreen verify it (1-100).
+	MirrorPercent int `yaml:"mirrorPercent,omitempty" json:"mirrorPercent,omitempty" jsonschema:"minimum=1,maximum=100"`
+	// ProgressDeadline bounds how long a new version may take to become
+	// ready before it is rolled back.
+	ProgressDeadline Duration `yaml:"progressDeadline,omitempty" json:"progressDeadline,omitempty"`
 	// Promotion: auto, or manual (wait for `merlin promote` / `/merlin
 	// promote` at the last step).
 	Promotion Promotion `yaml:"promotion,omitempty" json:"promotion,omitempty"`
@@ -199,11 +207,16 @@ type Strategy string
 const (
 	StrategyCanary    Strategy = "canary"
 	StrategyBlueGreen Strategy = "blueGreen"
+	StrategyShadow    Strategy = "shadow"
 	StrategyDirect    Strategy = "direct"
 )
 
 // Strategies lists the valid rollout strategies.
-var Strategies = []Strategy{StrategyCanary, StrategyBlueGreen, StrategyDirect}
+var Strategies = []Strategy{StrategyCanary, StrategyBlueGreen, StrategyShadow, StrategyDirect}
+
+// Mirrored reports whether a strategy verifies new versions on mirrored
+// traffic rather than on a share of client traffic.
+func (s Strategy) Mirrored() bool { return s == StrategyBlueGreen || s == StrategyShadow }
 
 // Promotion says who promotes a candidate at the last step.
 type Promotion string

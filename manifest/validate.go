@@ -233,6 +233,14 @@ func (c *checker) rollout() {
 		c.at("spec.rollout.strategy", "%s", err)
 		return
 	}
+	if r.ProgressDeadline.D() < MinInterval {
+		c.at("spec.rollout.progressDeadline", "must be at least %s, got %s", MinInterval, r.ProgressDeadline.D())
+	}
+	if !r.Strategy.Mirrored() && c.m.Set("spec.rollout.mirrorPercent") {
+		c.atKey("spec.rollout.mirrorPercent", "mirrorPercent only applies to strategies shadow and blueGreen, which verify on mirrored traffic")
+	} else if r.Strategy.Mirrored() && (r.MirrorPercent < 1 || r.MirrorPercent > 100) {
+		c.at("spec.rollout.mirrorPercent", "must be from 1 to 100, got %d", r.MirrorPercent)
+	}
 	if r.Strategy == StrategyDirect {
 		for _, f := range []string{"steps", "interval", "promotion", "analysis"} {
 			if c.m.Set("spec.rollout." + f) {

@@ -152,7 +152,14 @@ func TestValidateRules(t *testing.T) {
 
 		// Rollout.
 		{"strategy", head + "  rollout: {strategy: linear}\n",
-			[]string{`9:23: spec.rollout.strategy: "linear" must be one of canary, blueGreen, direct`}},
+			[]string{`9:23: spec.rollout.strategy: "linear" must be one of canary, blueGreen, shadow, direct`}},
+		{"shadow ok", head + "  rollout: {strategy: shadow, mirrorPercent: 50, interval: 10s}\n", nil},
+		{"mirrorPercent for canary", head + "  rollout:\n    mirrorPercent: 50\n",
+			[]string{"10:5: spec.rollout.mirrorPercent: mirrorPercent only applies to strategies shadow and blueGreen"}},
+		{"mirrorPercent out of range", head + "  rollout: {strategy: blueGreen, mirrorPercent: 0}\n",
+			[]string{"9:49: spec.rollout.mirrorPercent: must be from 1 to 100, got 0"}},
+		{"progressDeadline too short", head + "  rollout:\n    progressDeadline: 1s\n",
+			[]string{"10:23: spec.rollout.progressDeadline: must be at least 5s, got 1s"}},
 		{"steps not increasing", head + "  rollout:\n    steps: [10, 50, 50, 100]\n",
 			[]string{"10:21: spec.rollout.steps[2]: steps must be strictly increasing: 50 follows 50"}},
 		{"steps not ending at 100", head + "  rollout:\n    steps:\n    - 10\n    - 80\n",
