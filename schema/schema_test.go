@@ -88,13 +88,13 @@ func TestSchemaRejectsMistakes(t *testing.T) {
 	s := compile(t)
 	base := "apiVersion: merlin.dev/v1\nkind: Model\nmetadata: {name: fraud}\nspec:\n  type: sklearn\n  source: {path: ./model}\n"
 	for name, src := range map[string]string{
-		"unknown field":   base + "  replicaz: 3\n",
-		"bad type":        strings.Replace(base, "sklearn", "scikit", 1),
-		"percent w/o %":   base + "  rollout: {analysis: {maxErrorRate: 0.01}}\n",
-		"duration w/o s":  base + "  rollout: {interval: 30}\n",
-		"missing source":  strings.Replace(base, "  source: {path: ./model}\n", "", 1),
-		"name uppercase":  strings.Replace(base, "fraud", "Fraud", 1),
-		"bad mirror pct":  base + "  preview: {mirrorPercent: 101}\n",
+		"unknown field":    base + "  replicaz: 3\n",
+		"bad type":         strings.Replace(base, "sklearn", "scikit", 1),
+		"percent w/o %":    base + "  rollout: {analysis: {maxErrorRate: 0.01}}\n",
+		"duration w/o s":   base + "  rollout: {interval: 30}\n",
+		"missing source":   strings.Replace(base, "  source: {path: ./model}\n", "", 1),
+		"name uppercase":   strings.Replace(base, "fraud", "Fraud", 1),
+		"bad mirror pct":   base + "  preview: {mirrorPercent: 101}\n",
 		"wrong apiVersion": strings.Replace(base, "v1", "v2", 1),
 	} {
 		if err := s.Validate(documents(t, []byte(src))[0]); err == nil {
