@@ -3,6 +3,7 @@ package gitsource
 import (
 	"context"
 	"errors"
+	"merlin.dev/merlin/gitsource/gittest"
 	"slices"
 	"strconv"
 	"strings"
@@ -74,9 +75,9 @@ func waitStatus(t *testing.T, p *Poller, what string, ok func(Status) bool) Stat
 
 func TestPollerEvents(t *testing.T) {
 	t.Parallel()
-	repo := newGitRepo(t)
-	_, url := startGitDaemon(t, repo)
-	first := repo.commit("first", map[string]string{"m/a": "1", "m/b": "1"})
+	repo := gittest.NewRepo(t)
+	_, url := gittest.StartDaemon(t, repo)
+	first := repo.Commit("first", map[string]string{"m/a": "1", "m/b": "1"})
 	src, _ := newSource(t, url, nil)
 	p := fastPoller(src)
 	events := runPoller(t, p)
@@ -85,17 +86,17 @@ func TestPollerEvents(t *testing.T) {
 	if !ev.Full || ev.Previous != "" || !slices.Equal(ev.Changed, []string{"m/a", "m/b"}) {
 		t.Fatalf("first event = %+v", ev)
 	}
-	second := repo.commit("second", map[string]string{"m/b": "2"})
+	second := repo.Commit("second", map[string]string{"m/b": "2"})
 	ev = nextEvent(t, events, second)
 	if ev.Full || ev.Previous != first || !slices.Equal(ev.Changed, []string{"m/b"}) {
 		t.Fatalf("second event = %+v", ev)
 	}
 	st := waitStatus(t, p, "status after second", func(s Status) bool { return s.SHA == second })
-	if st.LastError != "" || st.ConsecutiveFailures != 0 || st.LastFetch.IsZero() || st.Repo != "test" || st.Branch != testBranch {
+	if st.LastError != "" || st.ConsecutiveFailures != 0 || st.LastFetch.IsZero() || st.Repo != "test" || st.Branch != gittest.Branch {
 		t.Fatalf("status = %+v", st)
 	}
 	// Force-push to an unrelated history is just a new revision.
-	third := repo.orphan("rewrite", map[string]string{"other": "x"})
+	third := repo.Orphan("rewrite", map[string]string{"other": "x"})
 	ev = nextEvent(t, events, third)
 	if !slices.Equal(ev.Changed, []string{"m/a", "m/b", "other"}) {
 		t.Fatalf("force-push event = %+v", ev)
@@ -104,13 +105,13 @@ func TestPollerEvents(t *testing.T) {
 
 func TestPollerTrigger(t *testing.T) {
 	t.Parallel()
-	repo := newGitRepo(t)
-	first := repo.commit("first", map[string]string{"a": "1"})
-	src, _ := newSource(t, repo.bare, nil)
+	repo := gittest.NewRepo(t)
+	first := repo.Commit("first", map[string]string{"a": "1"})
+	src, _ := newSource(t, repo.Bare, nil)
 	p := NewPoller(src, PollerConfig{Interval: time.Hour})
 	events := runPoller(t, p)
 	nextEvent(t, events, first) // the first poll is immediate
-	second := repo.commit("second", map[string]string{"a": "2"})
+	second := repo.Commit("second", map[string]string{"a": "2"})
 	p.Trigger()
 	start := time.Now()
 	nextEvent(t, events, second)
@@ -122,15 +123,15 @@ func TestPollerTrigger(t *testing.T) {
 
 func TestPollerBranchDeleted(t *testing.T) {
 	t.Parallel()
-	repo := newGitRepo(t)
-	url, _ := startHTTP(t, repo, false, "")
-	first := repo.commit("first", map[string]string{"a": "1"})
+	repo := gittest.NewRepo(t)
+	url, _ := gittest.StartHTTP(t, repo, false, "")
+	first := repo.Commit("first", map[string]string{"a": "1"})
 	src, _ := newSource(t, url, nil)
 	p := fastPoller(src)
 	events := runPoller(t, p)
 	nextEvent(t, events, first)
 
-	repo.deleteBranch()
+	repo.DeleteBranch()
 	st := waitStatus(t, p, "branch error", func(s Status) bool { return s.ConsecutiveFailures >= 2 })
 	if !strings.Contains(st.LastError, "branch main not found on remote") || st.SHA != first {
 		t.Fatalf("status = %+v", st)
@@ -140,7 +141,7 @@ func TestPollerBranchDeleted(t *testing.T) {
 	}
 	mustRead(t, src, first, "a", "1") // the last good revision stays readable
 
-	second := repo.commit("second", map[string]string{"a": "2"})
+	second := repo.Commit("second", map[string]string{"a": "2"})
 	ev := nextEvent(t, events, second)
 	if ev.Previous != first || !slices.Equal(ev.Changed, []string{"a"}) {
 		t.Fatalf("event after recreate = %+v", ev)
@@ -150,15 +151,15 @@ func TestPollerBranchDeleted(t *testing.T) {
 
 func TestPollerUnreachableBacksOffAndRecovers(t *testing.T) {
 	t.Parallel()
-	repo := newGitRepo(t)
-	daemon, url := startGitDaemon(t, repo)
-	first := repo.commit("first", map[string]string{"a": "1"})
+	repo := gittest.NewRepo(t)
+	daemon, url := gittest.StartDaemon(t, repo)
+	first := repo.Commit("first", map[string]string{"a": "1"})
 	src, _ := newSource(t, url, nil)
 	p := fastPoller(src)
 	events := runPoller(t, p)
 	nextEvent(t, events, first)
 
-	daemon.stop()
+	daemon.Stop()
 	st := waitStatus(t, p, "failures", func(s Status) bool { return s.ConsecutiveFailures >= 4 })
 	if st.LastError == "" || st.SHA != first {
 		t.Fatalf("status while down = %+v", st)
@@ -173,8 +174,8 @@ func TestPollerUnreachableBacksOffAndRecovers(t *testing.T) {
 	}
 	mustRead(t, src, first, "a", "1")
 
-	second := repo.commit("second", map[string]string{"a": "2"})
-	daemon.start()
+	second := repo.Commit("second", map[string]string{"a": "2"})
+	daemon.Start()
 	nextEvent(t, events, second)
 	waitStatus(t, p, "recovery", func(s Status) bool { return s.LastError == "" && s.ConsecutiveFailures == 0 })
 }
@@ -196,14 +197,14 @@ func TestBackoffDefaults(t *testing.T) {
 // fetch over git daemon. It logs and never asserts on time.
 func TestHeadFetchLatency(t *testing.T) {
 	t.Parallel()
-	repo := newGitRepo(t)
-	_, url := startGitDaemon(t, repo)
+	repo := gittest.NewRepo(t)
+	_, url := gittest.StartDaemon(t, repo)
 	src, _ := newSource(t, url, nil)
-	mustFetch(t, src, repo.commit("base", map[string]string{"f": "0"}))
+	mustFetch(t, src, repo.Commit("base", map[string]string{"f": "0"}))
 	const n = 5
 	var head, fetch time.Duration
 	for i := range n {
-		sha := repo.commit("c", map[string]string{"f": string(rune('a' + i))})
+		sha := repo.Commit("c", map[string]string{"f": string(rune('a' + i))})
 		start := time.Now()
 		mustHead(t, src, sha)
 		head += time.Since(start)
@@ -217,15 +218,15 @@ func TestHeadFetchLatency(t *testing.T) {
 // BenchmarkHeadFetch measures Head+Fetch of a one-file commit over git
 // daemon (the commit itself is made with the timer stopped).
 func BenchmarkHeadFetch(b *testing.B) {
-	repo := newGitRepo(b)
-	_, url := startGitDaemon(b, repo)
+	repo := gittest.NewRepo(b)
+	_, url := gittest.StartDaemon(b, repo)
 	src, _ := newSource(b, url, nil)
-	mustFetch(b, src, repo.commit("base", map[string]string{"f": "0"}))
+	mustFetch(b, src, repo.Commit("base", map[string]string{"f": "0"}))
 	i := 0
 	for b.Loop() {
 		b.StopTimer()
 		i++
-		sha := repo.commit("c", map[string]string{"f": strconv.Itoa(i)})
+		sha := repo.Commit("c", map[string]string{"f": strconv.Itoa(i)})
 		b.StartTimer()
 		mustHead(b, src, sha)
 		mustFetch(b, src, sha)

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io/fs"
 	"log/slog"
+	"merlin.dev/merlin/gitsource/gittest"
 	"os/exec"
 	"slices"
 	"strings"
@@ -37,7 +38,7 @@ func (b *syncBuffer) String() string {
 func newSource(t testing.TB, url string, mutate func(*Config)) (*Source, *syncBuffer) {
 	t.Helper()
 	logs := &syncBuffer{}
-	cfg := Config{Name: "test", URL: url, Branch: testBranch, CacheDir: t.TempDir()}
+	cfg := Config{Name: "test", URL: url, Branch: gittest.Branch, CacheDir: t.TempDir()}
 	if mutate != nil {
 		mutate(&cfg)
 	}
@@ -111,9 +112,9 @@ func mustRead(t testing.TB, src *Source, sha, name, want string) {
 
 // exerciseSource runs the basic contract against any transport: initial
 // fetch, Tree contents, a new commit seen by Head, Changed exact.
-func exerciseSource(t *testing.T, repo *gitRepo, src *Source) {
+func exerciseSource(t *testing.T, repo *gittest.Repo, src *Source) {
 	t.Helper()
-	first := repo.commit("first", map[string]string{
+	first := repo.Commit("first", map[string]string{
 		"merlin.yaml":         "models: [a, b]\n",
 		"models/a/model.py":   "print('a')\n",
 		"models/b/weights.md": "b\n",
@@ -126,7 +127,7 @@ func exerciseSource(t *testing.T, repo *gitRepo, src *Source) {
 	mustRead(t, src, first, "models/a/model.py", "print('a')\n")
 	mustChanged(t, src, "", first, "merlin.yaml", "models/a/model.py", "models/b/weights.md")
 
-	second := repo.commit("second", map[string]string{
+	second := repo.Commit("second", map[string]string{
 		"models/a/model.py":   "print('a2')\n",
 		"models/b/weights.md": "",
 		"models/c/new.txt":    "c\n",
@@ -145,36 +146,36 @@ func TestTransports(t *testing.T) {
 	t.Parallel()
 	cases := []struct {
 		name  string
-		setup func(t *testing.T, r *gitRepo) (string, func(*Config))
+		setup func(t *testing.T, r *gittest.Repo) (string, func(*Config))
 	}{
-		{"git-daemon", func(t *testing.T, r *gitRepo) (string, func(*Config)) {
-			_, url := startGitDaemon(t, r)
+		{"git-daemon", func(t *testing.T, r *gittest.Repo) (string, func(*Config)) {
+			_, url := gittest.StartDaemon(t, r)
 			return url, nil
 		}},
-		{"http", func(t *testing.T, r *gitRepo) (string, func(*Config)) {
-			url, _ := startHTTP(t, r, false, "")
+		{"http", func(t *testing.T, r *gittest.Repo) (string, func(*Config)) {
+			url, _ := gittest.StartHTTP(t, r, false, "")
 			return url, nil
 		}},
-		{"https-token-cabundle", func(t *testing.T, r *gitRepo) (string, func(*Config)) {
-			url, ca := startHTTP(t, r, true, "s3cret-token")
+		{"https-token-cabundle", func(t *testing.T, r *gittest.Repo) (string, func(*Config)) {
+			url, ca := gittest.StartHTTP(t, r, true, "s3cret-token")
 			return url, func(c *Config) { c.Auth.Token = "s3cret-token"; c.CABundle = ca }
 		}},
-		{"https-token-in-url-insecure", func(t *testing.T, r *gitRepo) (string, func(*Config)) {
-			url, _ := startHTTP(t, r, true, "url-token")
+		{"https-token-in-url-insecure", func(t *testing.T, r *gittest.Repo) (string, func(*Config)) {
+			url, _ := gittest.StartHTTP(t, r, true, "url-token")
 			return strings.Replace(url, "https://", "https://x-access-token:url-token@", 1),
 				func(c *Config) { c.InsecureSkipTLS = true }
 		}},
-		{"file-url", func(_ *testing.T, r *gitRepo) (string, func(*Config)) {
-			return "file://" + r.bare, nil
+		{"file-url", func(_ *testing.T, r *gittest.Repo) (string, func(*Config)) {
+			return "file://" + r.Bare, nil
 		}},
-		{"plain-path", func(_ *testing.T, r *gitRepo) (string, func(*Config)) {
-			return r.bare, nil
+		{"plain-path", func(_ *testing.T, r *gittest.Repo) (string, func(*Config)) {
+			return r.Bare, nil
 		}},
-		{"ssh-known-hosts", func(t *testing.T, r *gitRepo) (string, func(*Config)) {
+		{"ssh-known-hosts", func(t *testing.T, r *gittest.Repo) (string, func(*Config)) {
 			s := startSSHD(t, r)
 			return s.url, func(c *Config) { c.Auth.SSHKeyFile = s.keyFile; c.Auth.SSHKnownHosts = s.knownHosts }
 		}},
-		{"ssh-any-host-key", func(t *testing.T, r *gitRepo) (string, func(*Config)) {
+		{"ssh-any-host-key", func(t *testing.T, r *gittest.Repo) (string, func(*Config)) {
 			s := startSSHD(t, r)
 			return s.url, func(c *Config) { c.Auth.SSHKeyFile = s.keyFile }
 		}},
@@ -182,7 +183,7 @@ func TestTransports(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			repo := newGitRepo(t)
+			repo := gittest.NewRepo(t)
 			url, mutate := tc.setup(t, repo)
 			src, logs := newSource(t, url, mutate)
 			exerciseSource(t, repo, src)
@@ -197,10 +198,10 @@ func TestTransports(t *testing.T) {
 
 func TestSSHWrongHostKey(t *testing.T) {
 	t.Parallel()
-	repo := newGitRepo(t)
+	repo := gittest.NewRepo(t)
 	s := startSSHD(t, repo)
-	repo.commit("first", map[string]string{"a": "a"})
-	other := newGitRepo(t) // a second sshd gives a different host key
+	repo.Commit("first", map[string]string{"a": "a"})
+	other := gittest.NewRepo(t) // a second sshd gives a different host key
 	s2 := startSSHD(t, other)
 	src, _ := newSource(t, s.url, func(c *Config) {
 		c.Auth.SSHKeyFile = s.keyFile
@@ -213,9 +214,9 @@ func TestSSHWrongHostKey(t *testing.T) {
 
 func TestWrongTokenIsRedactedAuthError(t *testing.T) {
 	t.Parallel()
-	repo := newGitRepo(t)
-	repo.commit("first", map[string]string{"a": "a"})
-	url, ca := startHTTP(t, repo, true, "right-token")
+	repo := gittest.NewRepo(t)
+	repo.Commit("first", map[string]string{"a": "a"})
+	url, ca := gittest.StartHTTP(t, repo, true, "right-token")
 	const wrong = "wr0ng-T0ken-value"
 	for name, mutate := range map[string]func(*Config){
 		"auth-field": func(c *Config) { c.Auth.Token = wrong; c.CABundle = ca },
@@ -314,9 +315,9 @@ func TestNewValidates(t *testing.T) {
 
 func TestMissingRevision(t *testing.T) {
 	t.Parallel()
-	repo := newGitRepo(t)
-	src, _ := newSource(t, repo.bare, nil)
-	sha := repo.commit("c", map[string]string{"a": "a"})
+	repo := gittest.NewRepo(t)
+	src, _ := newSource(t, repo.Bare, nil)
+	sha := repo.Commit("c", map[string]string{"a": "a"})
 	if _, err := src.Tree(sha); !errors.Is(err, ErrRevisionNotFound) {
 		t.Fatalf("Tree before fetch: %v, want ErrRevisionNotFound", err)
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"merlin.dev/merlin/gitsource/gittest"
 	"net"
 	"os"
 	"path/filepath"
@@ -22,12 +23,12 @@ import (
 
 func TestForcePushUnrelatedHistory(t *testing.T) {
 	t.Parallel()
-	repo := newGitRepo(t)
-	_, url := startGitDaemon(t, repo)
+	repo := gittest.NewRepo(t)
+	_, url := gittest.StartDaemon(t, repo)
 	src, _ := newSource(t, url, nil)
-	old := repo.commit("old", map[string]string{"keep.txt": "same\n", "gone.txt": "x\n", "mod.txt": "1\n"})
+	old := repo.Commit("old", map[string]string{"keep.txt": "same\n", "gone.txt": "x\n", "mod.txt": "1\n"})
 	mustFetch(t, src, old)
-	unrelated := repo.orphan("rewrite", map[string]string{"keep.txt": "same\n", "mod.txt": "2\n", "new.txt": "n\n"})
+	unrelated := repo.Orphan("rewrite", map[string]string{"keep.txt": "same\n", "mod.txt": "2\n", "new.txt": "n\n"})
 	mustHead(t, src, unrelated)
 	mustFetch(t, src, unrelated)
 	mustChanged(t, src, old, unrelated, "gone.txt", "mod.txt", "new.txt")
@@ -40,23 +41,23 @@ func TestForcePushUnrelatedHistory(t *testing.T) {
 // shallow).
 func TestForcePushToUnfetchedAncestor(t *testing.T) {
 	t.Parallel()
-	repo := newGitRepo(t)
-	url, _ := startHTTP(t, repo, false, "")
+	repo := gittest.NewRepo(t)
+	url, _ := gittest.StartHTTP(t, repo, false, "")
 	src, _ := newSource(t, url, nil)
-	a := repo.commit("a", map[string]string{"f": "a\n"})
+	a := repo.Commit("a", map[string]string{"f": "a\n"})
 	mustFetch(t, src, a)
-	b := repo.commit("b", map[string]string{"f": "b\n", "g": "b\n"})
-	c := repo.commit("c", map[string]string{"f": "c\n"})
+	b := repo.Commit("b", map[string]string{"f": "b\n", "g": "b\n"})
+	c := repo.Commit("c", map[string]string{"f": "c\n"})
 	mustFetch(t, src, c) // b is skipped
-	repo.git("reset", "--quiet", "--hard", b)
-	repo.push()
+	repo.Git("reset", "--quiet", "--hard", b)
+	repo.Push()
 	mustHead(t, src, b)
 	mustFetch(t, src, b)
 	mustRead(t, src, b, "f", "b\n")
 	mustChanged(t, src, c, b, "f")
 	// And back to a, which we did fetch once.
-	repo.git("reset", "--quiet", "--hard", a)
-	repo.push()
+	repo.Git("reset", "--quiet", "--hard", a)
+	repo.Push()
 	mustFetch(t, src, a)
 	mustChanged(t, src, b, a, "f", "g")
 }
@@ -65,10 +66,10 @@ func TestForcePushToUnfetchedAncestor(t *testing.T) {
 // the next incremental fetch cannot be completed; Fetch must re-clone.
 func TestRecloneFallback(t *testing.T) {
 	t.Parallel()
-	repo := newGitRepo(t)
-	_, url := startGitDaemon(t, repo)
+	repo := gittest.NewRepo(t)
+	_, url := gittest.StartDaemon(t, repo)
 	src, logs := newSource(t, url, nil)
-	first := repo.commit("first", map[string]string{"big/unchanged.txt": "u\n", "f": "1\n"})
+	first := repo.Commit("first", map[string]string{"big/unchanged.txt": "u\n", "f": "1\n"})
 	mustFetch(t, src, first)
 	genBefore := src.gen.name
 	packs, err := filepath.Glob(filepath.Join(src.cfg.CacheDir, genBefore, "objects", "pack", "*"))
@@ -80,7 +81,7 @@ func TestRecloneFallback(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	second := repo.commit("second", map[string]string{"f": "2\n"})
+	second := repo.Commit("second", map[string]string{"f": "2\n"})
 	mustFetch(t, src, second)
 	if !strings.Contains(logs.String(), "re-cloning") {
 		t.Fatalf("expected a re-clone, logs:\n%s", logs.String())
@@ -98,21 +99,21 @@ func TestRecloneFallback(t *testing.T) {
 		t.Fatalf("Tree(first) = %v, want ErrRevisionNotFound", err)
 	}
 	// Later incremental fetches work on the new store.
-	third := repo.commit("third", map[string]string{"f": "3\n"})
+	third := repo.Commit("third", map[string]string{"f": "3\n"})
 	mustFetch(t, src, third)
 	mustChanged(t, src, second, third, "f")
 }
 
 func TestCompaction(t *testing.T) {
 	t.Parallel()
-	repo := newGitRepo(t)
-	src, logs := newSource(t, "file://"+repo.bare, func(c *Config) {
+	repo := gittest.NewRepo(t)
+	src, logs := newSource(t, "file://"+repo.Bare, func(c *Config) {
 		c.CompactEvery = 3
 		c.KeepRevisions = 2
 	})
 	var shas []string
 	for i := range 7 {
-		shas = append(shas, repo.commit(fmt.Sprintf("c%d", i), map[string]string{
+		shas = append(shas, repo.Commit(fmt.Sprintf("c%d", i), map[string]string{
 			"stable.txt": "s\n",
 			"n.txt":      fmt.Sprintf("%d\n", i),
 		}))
@@ -151,7 +152,7 @@ func TestCompaction(t *testing.T) {
 		t.Fatalf("store dirs after reopen = %v, want 1", stores)
 	}
 	// And it keeps fetching incrementally.
-	next := repo.commit("c7", map[string]string{"n.txt": "7\n"})
+	next := repo.Commit("c7", map[string]string{"n.txt": "7\n"})
 	mustFetch(t, again, next)
 	mustChanged(t, again, last, next, "n.txt")
 }
@@ -160,9 +161,9 @@ func TestCompaction(t *testing.T) {
 // compactions replace packs and stores (meaningful under -race).
 func TestConcurrentReadsDuringFetch(t *testing.T) {
 	t.Parallel()
-	repo := newGitRepo(t)
-	src, _ := newSource(t, repo.bare, func(c *Config) { c.CompactEvery = 2 })
-	base := repo.commit("base", map[string]string{"a/b.txt": "b\n"})
+	repo := gittest.NewRepo(t)
+	src, _ := newSource(t, repo.Bare, func(c *Config) { c.CompactEvery = 2 })
+	base := repo.Commit("base", map[string]string{"a/b.txt": "b\n"})
 	mustFetch(t, src, base)
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
@@ -188,7 +189,7 @@ func TestConcurrentReadsDuringFetch(t *testing.T) {
 	}
 	prev := base
 	for i := range 5 {
-		sha := repo.commit(fmt.Sprint(i), map[string]string{"n": fmt.Sprint(i)})
+		sha := repo.Commit(fmt.Sprint(i), map[string]string{"n": fmt.Sprint(i)})
 		mustFetch(t, src, sha)
 		mustChanged(t, src, prev, sha, "n")
 		prev = sha
@@ -199,8 +200,8 @@ func TestConcurrentReadsDuringFetch(t *testing.T) {
 
 func TestContextCancellation(t *testing.T) {
 	t.Parallel()
-	repo := newGitRepo(t)
-	repo.commit("c", map[string]string{"a": "a"})
+	repo := gittest.NewRepo(t)
+	repo.Commit("c", map[string]string{"a": "a"})
 	src, _ := newSource(t, "git://"+stallServer(t)+"/repo.git", nil)
 	for name, op := range map[string]func(context.Context) error{
 		"head":  func(ctx context.Context) error { _, err := src.Head(ctx); return err },

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"io"
 	"io/fs"
+	"merlin.dev/merlin/gitsource/gittest"
 	"os"
 	"path/filepath"
 	"slices"
@@ -13,31 +14,31 @@ import (
 
 func TestTreeFS(t *testing.T) {
 	t.Parallel()
-	repo := newGitRepo(t)
-	sha := repo.commit("tree", map[string]string{
+	repo := gittest.NewRepo(t)
+	sha := repo.Commit("tree", map[string]string{
 		"merlin.yaml":             "models: [m]\n",
 		"models/m/serve.sh":       "+x:#!/bin/sh\necho hi\n",
 		"models/m/model/w.bin":    "weights",
 		"models/m/model/deep/x.y": "deep",
 		"README.md":               "readme\n",
 	})
-	src, _ := newSource(t, repo.bare, nil)
+	src, _ := newSource(t, repo.Bare, nil)
 	mustFetch(t, src, sha)
 	// A symlink to a file and one to a directory, both inside the tree.
 	symlink := func(name, target string) {
-		if err := os.Symlink(target, filepath.Join(repo.work, name)); err != nil {
+		if err := os.Symlink(target, filepath.Join(repo.Work, name)); err != nil {
 			t.Fatal(err)
 		}
 	}
 	symlink("models/m/latest", "model/w.bin")
 	symlink("models/alias", "m/model")
-	withLinks := repo.commit("links", nil)
+	withLinks := repo.Commit("links", nil)
 	mustFetch(t, src, withLinks)
 	// Broken ones: escaping the tree and looping. fstest (like os.DirFS)
 	// cannot open those, so they come in a later commit.
 	symlink("models/m/escape", "../../../etc/passwd")
 	symlink("models/m/selfloop", "selfloop")
-	sha2 := repo.commit("broken links", nil)
+	sha2 := repo.Commit("broken links", nil)
 	mustFetch(t, src, sha2)
 
 	fsys, err := src.Tree(withLinks)
@@ -132,13 +133,13 @@ func TestTreeFS(t *testing.T) {
 // streams from the pack.
 func TestTreeFSLargeBlob(t *testing.T) {
 	t.Parallel()
-	repo := newGitRepo(t)
+	repo := gittest.NewRepo(t)
 	big := make([]byte, 3*largeObjectThreshold)
 	for i := range big {
 		big[i] = byte(i * 7 % 251)
 	}
-	sha := repo.commit("big", map[string]string{"model.bin": string(big)})
-	src, _ := newSource(t, repo.bare, nil)
+	sha := repo.Commit("big", map[string]string{"model.bin": string(big)})
+	src, _ := newSource(t, repo.Bare, nil)
 	mustFetch(t, src, sha)
 	fsys, err := src.Tree(sha)
 	if err != nil {
