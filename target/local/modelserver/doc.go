@@ -1,0 +1,32 @@
+// Package modelserver embeds and launches Merlin's local Python model server.
+//
+// The server (server.py, embedded as [Script]) serves one MLflow model
+// version per process with the KServe V1 and Open Inference Protocol V2 HTTP
+// APIs. It needs only Debian's /usr/bin/python3 with python3-numpy, plus the
+// library of the model's flavor (python3-sklearn, python3-xgboost,
+// python3-torch, python3-cloudpickle), imported lazily.
+//
+// Typical use by the local target:
+//
+//	py, err := modelserver.Python()          // /usr/bin/python3 with numpy
+//	script, err := modelserver.WriteScript(stateDir)
+//	ln, err := net.Listen("tcp", "127.0.0.1:0")
+//	f, err := ln.(*net.TCPListener).File()   // a dup: close ln and f after Start
+//	cmd := modelserver.Command(script, modelserver.Options{Python: py, ModelDir: dir,
+//		Name: "iris", Version: "v3", Workers: 2}, f)
+//	cmd.Stdout, cmd.Stderr = logFile, logFile
+//	err = cmd.Start()
+//
+// The process inherits the listening socket as fd 3, so connections made
+// while the model is loading wait in the backlog instead of being refused;
+// poll GET /v2/health/ready until it answers 200. It runs in its own process
+// group and survives the daemon's death: a restarted daemon can adopt it,
+// and an orphan that receives no request for Options.OrphanTimeout exits on
+// its own. SIGTERM stops it gracefully (in-flight requests finish, bounded by
+// 10 s) with exit code 0. Load failures exit with code 1, [ExitNoRuntime] or
+// [ExitMissingPackage], after one line on stderr starting with "merlin:".
+//
+// One OpenMP/BLAS thread per worker is the default (OMP_NUM_THREADS=1 unless
+// set in the environment): single-row predictions are fastest that way and
+// scale with Workers instead.
+package modelserver
