@@ -1,0 +1,327 @@
+package local
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"merlin.dev/merlin/metrics"
+)
+
+// VersionHeader names the version that answered, on every model response.
+const VersionHeader = "X-Merlin-Version"
+
+// maxBody bounds request and response bodies the router buffers.
+const maxBody = 64 << 20
+
+// routeTable is an immutable snapshot of every model's routes, swapped
+// atomically on Apply so that requests never see a half-applied split.
+type routeTable struct {
+	models map[string]*modelRoutes
+}
+
+type modelRoutes struct {
+	choices    []choice // cumulative weights, ascending
+	mirror     *process
+	mirrorPct  int
+	compare    *process // requests served by compare are sampled ...
+	baseline   *process // ... and also sent to baseline
+	comparePct int
+}
+
+type choice struct {
+	cum int
+	p   *process
+}
+
+// pick draws a version by weight.
+func (m *modelRoutes) pick() *process {
+	if len(m.choices) == 0 {
+		return nil
+	}
+	n := rand.IntN(m.choices[len(m.choices)-1].cum)
+	for _, c := range m.choices {
+		if n < c.cum {
+			return c.p
+		}
+	}
+	return m.choices[len(m.choices)-1].p
+}
+
+// publishLocked rebuilds the route table from the deployments.
+func (l *Local) publishLocked() {
+	t := &routeTable{models: make(map[string]*modelRoutes, len(l.deployments))}
+	for model, d := range l.deployments {
+		mr := &modelRoutes{}
+		cum := 0
+		for _, v := range d.Versions {
+			if w := d.Traffic[v.ID]; w > 0 && l.procs[v.ID] != nil {
+				cum += w
+				mr.choices = append(mr.choices, choice{cum: cum, p: l.procs[v.ID]})
+			}
+		}
+		if m := d.Mirror; m != nil && m.Percent > 0 {
+			mr.mirror, mr.mirrorPct = l.procs[m.Version], m.Percent
+		}
+		if c := d.Compare; c != nil && c.Percent > 0 {
+			mr.compare, mr.baseline, mr.comparePct = l.procs[c.Version], l.procs[c.Baseline], c.Percent
+		}
+		t.models[model] = mr
+	}
+	l.routes.Store(t)
+}
+
+// modelOf extracts the model name from a KServe V1 or Open Inference
+// Protocol path: /v1/models/NAME[:verb] or /v2/models/NAME[/...].
+func modelOf(path string) (string, bool) {
+	var rest string
+	var ok bool
+	if rest, ok = strings.CutPrefix(path, "/v1/models/"); ok {
+		if i := strings.IndexAny(rest, ":/"); i >= 0 {
+			rest = rest[:i]
+		}
+	} else if rest, ok = strings.CutPrefix(path, "/v2/models/"); ok {
+		if i := strings.IndexByte(rest, '/'); i >= 0 {
+			rest = rest[:i]
+		}
+	}
+	return rest, ok && rest != ""
+}
+
+// isPredict reports whether a request asks for predictions (the requests
+// mirrored and compared), as opposed to readiness or metadata.
+func isPredict(r *http.Request) bool {
+	return r.Method == http.MethodPost && (strings.HasSuffix(r.URL.Path, ":predict") || strings.HasSuffix(r.URL.Path, "/infer"))
+}
+
+// ServeHTTP routes a prediction request to a version of its model.
+func (l *Local) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path == "/v2/health/live" || r.URL.Path == "/v2/health/ready" {
+		writeJSONError(w, http.StatusOK, "")
+		return
+	}
+	model, ok := modelOf(r.URL.Path)
+	if !ok {
+		writeJSONError(w, http.StatusNotFound, "no such endpoint: use /v1/models/NAME:predict or /v2/models/NAME/infer")
+		return
+	}
+	body, err := readBody(r)
+	if err != nil {
+		writeJSONError(w, http.StatusRequestEntityTooLarge, err.Error())
+		return
+	}
+	p, mr := l.acquire(model)
+	if p == nil {
+		if mr == nil {
+			writeJSONError(w, http.StatusNotFound, fmt.Sprintf("model %q not found", model))
+		} else {
+			writeJSONError(w, http.StatusServiceUnavailable, fmt.Sprintf("model %q has no version serving", model))
+		}
+		return
+	}
+	defer p.release()
+	w.Header().Set(VersionHeader, p.v.ID)
+	if err := p.awaitReady(r.Context()); err != nil {
+		writeJSONError(w, http.StatusServiceUnavailable, err.Error())
+		return
+	}
+	stats := l.stats.For(p.v.Model, p.v.ID)
+	start := time.Now()
+	resp, err := l.forward(r.Context(), p, r, body)
+	if err != nil {
+		code := http.StatusBadGateway
+		if r.Context().Err() != nil {
+			code = 499 // the client went away; not the model's fault
+		}
+		stats.Observe(code, time.Since(start))
+		writeJSONError(w, code, fmt.Sprintf("model server of %s: %v", p.v.ID, err))
+		return
+	}
+	stats.Observe(resp.code, time.Since(start))
+	resp.write(w)
+	if isPredict(r) {
+		l.sideRequests(mr, p, r, body, resp)
+	}
+}
+
+// acquire picks a version for a request and registers the request with
+// it. A version retired between the pick and the registration is skipped
+// by picking again from the newer table.
+func (l *Local) acquire(model string) (*process, *modelRoutes) {
+	for range 3 {
+		mr := l.routes.Load().models[model]
+		if mr == nil {
+			return nil, nil
+		}
+		p := mr.pick()
+		if p == nil {
+			return nil, mr
+		}
+		if p.acquire() {
+			return p, mr
+		}
+	}
+	return nil, l.routes.Load().models[model]
+}
+
+// response is a model server's answer, buffered so that it can be written
+// in one piece and compared with another version's.
+type response struct {
+	code   int
+	header http.Header
+	body   []byte
+}
+
+func (r *response) write(w http.ResponseWriter) {
+	h := w.Header()
+	for k, vs := range r.header {
+		if !hopByHop(k) {
+			h[k] = vs
+		}
+	}
+	h.Set("Content-Length", strconv.Itoa(len(r.body)))
+	w.WriteHeader(r.code)
+	_, _ = w.Write(r.body)
+}
+
+var bufPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+func readBody(r *http.Request) ([]byte, error) {
+	if r.Body == nil || r.Body == http.NoBody {
+		return nil, nil
+	}
+	buf := bufPool.Get().(*bytes.Buffer)
+	defer bufPool.Put(buf)
+	buf.Reset()
+	if _, err := buf.ReadFrom(io.LimitReader(r.Body, maxBody+1)); err != nil {
+		return nil, fmt.Errorf("read request: %w", err)
+	}
+	if buf.Len() > maxBody {
+		return nil, fmt.Errorf("request body larger than %d bytes", maxBody)
+	}
+	return bytes.Clone(buf.Bytes()), nil
+}
+
+// forward sends a request to a version's server and reads its answer.
+func (l *Local) forward(ctx context.Context, p *process, in *http.Request, body []byte) (*response, error) {
+	out := &http.Request{
+		Method:        in.Method,
+		URL:           &url.URL{Scheme: "http", Host: p.addr, Path: in.URL.Path, RawPath: in.URL.RawPath, RawQuery: in.URL.RawQuery},
+		Header:        make(http.Header, len(in.Header)+1),
+		Host:          p.addr,
+		ContentLength: int64(len(body)),
+	}
+	for k, vs := range in.Header {
+		if !hopByHop(k) {
+			out.Header[k] = vs
+		}
+	}
+	// Predictions are idempotent: let the transport retry a request that
+	// met a keep-alive connection the server had just closed. The empty
+	// value keeps the header off the wire.
+	out.Header["X-Idempotency-Key"] = nil
+	if body != nil {
+		out.Body = io.NopCloser(bytes.NewReader(body))
+		out.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
+	}
+	resp, err := l.transport.RoundTrip(out.WithContext(ctx))
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, maxBody))
+	if err != nil {
+		return nil, fmt.Errorf("read response: %w", err)
+	}
+	return &response{code: resp.StatusCode, header: resp.Header, body: data}, nil
+}
+
+// sideRequests sends the mirrored and compared copies of a served
+// prediction request, in the background and bounded: under load they are
+// dropped, never queued, so they cannot slow clients down.
+func (l *Local) sideRequests(mr *modelRoutes, served *process, r *http.Request, body []byte, resp *response) {
+	if mr.mirror != nil && mr.mirror != served && rand.IntN(100) < mr.mirrorPct {
+		l.sideRequest(mr.mirror, mr.mirror, r, body, resp)
+	}
+	if mr.compare == served && mr.baseline != nil && mr.baseline != served && rand.IntN(100) < mr.comparePct {
+		l.sideRequest(mr.baseline, served, r, body, resp)
+	}
+}
+
+// sideRequest sends the request to `to` and records, on the stats of
+// `judged`, how its prediction compares with the other side's.
+func (l *Local) sideRequest(to, judged *process, r *http.Request, body []byte, served *response) {
+	stats := l.stats.For(judged.v.Model, judged.v.ID)
+	select {
+	case l.mirrorSem <- struct{}{}:
+	default:
+		stats.Dropped()
+		return
+	}
+	if !to.acquire() {
+		<-l.mirrorSem
+		stats.Dropped()
+		return
+	}
+	if !to.isReady() { // never wake or wait for a shadow: drop instead
+		to.release()
+		<-l.mirrorSem
+		stats.Dropped()
+		return
+	}
+	in := &http.Request{Method: r.Method, URL: r.URL, Header: r.Header.Clone()}
+	go func() {
+		defer func() { <-l.mirrorSem }()
+		defer to.release()
+		ctx, cancel := context.WithTimeout(l.ctx, 30*time.Second)
+		defer cancel()
+		start := time.Now()
+		resp, err := l.forward(ctx, to, in, body)
+		shadow := to == judged // a mirror: the side request is the judged version's own traffic
+		if err != nil {
+			if shadow {
+				stats.Observe(http.StatusBadGateway, time.Since(start))
+			}
+			stats.Compared(metrics.Failed)
+			return
+		}
+		if shadow {
+			stats.Observe(resp.code, time.Since(start))
+			stats.Compared(Compare(resp.code, resp.body, served.code, served.body))
+			return
+		}
+		stats.Compared(Compare(served.code, served.body, resp.code, resp.body))
+	}()
+}
+
+// hopByHop reports headers that belong to one connection, not the request.
+func hopByHop(k string) bool {
+	switch k {
+	case "Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade", "Content-Length":
+		return true
+	}
+	return false
+}
+
+func writeJSONError(w http.ResponseWriter, code int, msg string) {
+	var body []byte
+	if msg == "" {
+		body = []byte("{}\n")
+	} else {
+		body, _ = json.Marshal(map[string]string{"error": msg})
+		body = append(body, '\n')
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+	w.WriteHeader(code)
+	_, _ = w.Write(body)
+}
