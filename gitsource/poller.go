@@ -58,21 +58,21 @@ type Event struct {
 
 // Status is a snapshot of a Poller's health. It never contains credentials.
 type Status struct {
-	Repo   string
-	URL    string // credentials removed
-	Branch string
+	Repo   string `json:"repo"`
+	URL    string `json:"url"` // credentials removed
+	Branch string `json:"branch"`
 	// SHA is the last delivered revision; it stays readable via Tree while
 	// the remote fails.
-	SHA string
+	SHA string `json:"sha,omitempty"`
 	// LastFetch is when SHA was fetched; LastCheck when the remote last
 	// answered (a Head or Fetch that succeeded).
-	LastFetch time.Time
-	LastCheck time.Time
+	LastFetch time.Time `json:"lastFetch,omitzero"`
+	LastCheck time.Time `json:"lastCheck,omitzero"`
 	// LastError is the latest failure ("" once an attempt succeeds).
-	LastError           string
-	ConsecutiveFailures int
+	LastError           string `json:"lastError,omitempty"`
+	ConsecutiveFailures int    `json:"consecutiveFailures"`
 	// NextAttempt is when the next poll or retry is due.
-	NextAttempt time.Time
+	NextAttempt time.Time `json:"nextAttempt,omitzero"`
 }
 
 // Poller drives a Source: it polls Head every interval, fetches when the head

@@ -38,6 +38,13 @@ type command struct {
 
 func commands() []command {
 	return []command{
+		{"up", "[DIR] [--listen ADDR] [--interval D]", "serve DIR's git repository on this machine, redeploying on every commit", runUp},
+		{"run", "--config FILE", "run the daemon", runRun},
+		{"status", "[MODEL] [--addr URL]", "show models, versions, traffic and rollouts of a running daemon", runStatus},
+		{"promote", "MODEL", "promote a model's candidate now", runCommand("promote")},
+		{"rollback", "MODEL", "roll a model's candidate back now", runCommand("rollback")},
+		{"pause", "MODEL", "pause a model's rollouts", runCommand("pause")},
+		{"resume", "MODEL", "resume a model's rollouts", runCommand("resume")},
 		{"validate", "[--format text|json] [PATH...]", "check merlin.yaml manifests (files or directories; PATH/... is accepted)", runValidate},
 		{"render", "[--target local] [PATH]", "print manifests with defaults applied", runRender},
 		{"version", "", "print build information", runVersion},
@@ -75,13 +82,29 @@ func usage(w io.Writer) {
 // parseFlags parses a subcommand's flags, writing errors and -h output to
 // stderr. It returns ok=false with the exit code when the command should
 // stop.
+//
+// Flags may follow positional arguments (merlin up DIR --listen ADDR), as
+// SPEC writes them; the positional arguments are then in fs.Args().
 func parseFlags(fs *flag.FlagSet, args []string, stderr io.Writer) (code int, ok bool) {
 	fs.SetOutput(stderr)
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return exitOK, false
+	var positional []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return exitOK, false
+			}
+			return exitUsage, false
 		}
-		return exitUsage, false
+		args = fs.Args()
+		if len(args) == 0 {
+			break
+		}
+		if args[0] == "--" {
+			positional = append(positional, args[1:]...)
+			break
+		}
+		positional, args = append(positional, args[0]), args[1:]
 	}
+	_ = fs.Parse(append([]string{"--"}, positional...))
 	return exitOK, true
 }

@@ -1,0 +1,172 @@
+package daemon
+
+import (
+	"fmt"
+	"os"
+	"regexp"
+	"strings"
+	"time"
+
+	"merlin.dev/merlin/manifest"
+)
+
+// Config is the daemon's configuration (merlin run --config FILE).
+type Config struct {
+	Repositories []Repository `yaml:"repositories"`
+	// Target is where models are served: local or kubernetes.
+	Target     string     `yaml:"target"`
+	Local      Local      `yaml:"local"`
+	Kubernetes Kubernetes `yaml:"kubernetes"`
+	MLflow     MLflow     `yaml:"mlflow"`
+	Metrics    Metrics    `yaml:"metrics"`
+	Server     Server     `yaml:"server"`
+}
+
+// Repository is a watched Git repository.
+type Repository struct {
+	Name   string `yaml:"name"`
+	URL    string `yaml:"url"`
+	Branch string `yaml:"branch"`
+	// Paths are where merlin.yaml files are searched; the whole repository
+	// when empty.
+	Paths    []string          `yaml:"paths"`
+	Interval manifest.Duration `yaml:"interval"`
+	Auth     Auth              `yaml:"auth"`
+	GitHub   GitHub            `yaml:"github"`
+}
+
+// Auth names where a repository's credentials are; secrets themselves are
+// never in the file.
+type Auth struct {
+	TokenEnv      string `yaml:"tokenEnv"`
+	Username      string `yaml:"username"`
+	SSHKeyFile    string `yaml:"sshKeyFile"`
+	SSHKnownHosts string `yaml:"sshKnownHosts"`
+}
+
+// GitHub connects a repository to GitHub for webhooks and PR reporting.
+type GitHub struct {
+	Repo             string `yaml:"repo"`
+	TokenEnv         string `yaml:"tokenEnv"`
+	WebhookSecretEnv string `yaml:"webhookSecretEnv"`
+}
+
+// Local configures the local target.
+type Local struct {
+	// Listen is the model endpoint (router) address.
+	Listen string `yaml:"listen"`
+	// StateDir holds bundles, git caches, model-server logs and state.
+	StateDir string `yaml:"stateDir"`
+	// Workers per model server.
+	Workers int `yaml:"workers"`
+	// IdleTimeout stops versions with replicas.min 0 after this long idle.
+	IdleTimeout manifest.Duration `yaml:"idleTimeout"`
+	// Python is the interpreter for model servers.
+	Python string `yaml:"python"`
+}
+
+// Kubernetes configures the kubernetes target.
+type Kubernetes struct {
+	Namespace string `yaml:"namespace"`
+	Registry  string `yaml:"registry"`
+	Gateway   string `yaml:"gateway"`
+	Host      string `yaml:"host"`
+}
+
+// MLflow configures MLflow access.
+type MLflow struct {
+	TrackingURI string `yaml:"trackingURI"`
+}
+
+// Metrics selects the metrics provider for rollout analysis.
+type Metrics struct {
+	Provider string `yaml:"provider"`
+	URL      string `yaml:"url"`
+}
+
+// Server configures the API, status page, webhooks and /metrics.
+type Server struct {
+	Listen string `yaml:"listen"`
+}
+
+// LoadConfig reads and checks a configuration file.
+func LoadConfig(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	return ParseConfig(path, data)
+}
+
+var repoName = regexp.MustCompile(`^[a-z0-9]([-a-z0-9_.]*[a-z0-9])?$`)
+
+// ParseConfig decodes a configuration, applies defaults and checks it.
+// Every problem is reported with its position.
+func ParseConfig(name string, data []byte) (*Config, error) {
+	var c Config
+	_, errs := manifest.Decode(name, data, &c)
+	if len(errs) > 0 {
+		return nil, errs
+	}
+	c.defaults()
+	var problems []string
+	for i, r := range c.Repositories {
+		at := fmt.Sprintf("%s: repositories[%d]", name, i)
+		switch {
+		case r.Name == "" || !repoName.MatchString(r.Name):
+			problems = append(problems, fmt.Sprintf("%s.name: %q must be lower-case letters, digits, '-', '_' or '.'", at, r.Name))
+		case r.URL == "":
+			problems = append(problems, fmt.Sprintf("%s.url is required", at))
+		case r.Interval.D() < time.Second:
+			problems = append(problems, fmt.Sprintf("%s.interval must be at least 1s", at))
+		}
+		for j := range i {
+			if c.Repositories[j].Name == r.Name {
+				problems = append(problems, fmt.Sprintf("%s.name: %q is used twice", at, r.Name))
+			}
+		}
+	}
+	if len(c.Repositories) == 0 {
+		problems = append(problems, name+": repositories: at least one repository is required")
+	}
+	if c.Target != "local" && c.Target != "kubernetes" {
+		problems = append(problems, fmt.Sprintf("%s: target: %q must be local or kubernetes", name, c.Target))
+	}
+	if c.Metrics.Provider != "local" && c.Metrics.Provider != "prometheus" {
+		problems = append(problems, fmt.Sprintf("%s: metrics.provider: %q must be local or prometheus", name, c.Metrics.Provider))
+	}
+	if c.Metrics.Provider == "prometheus" && c.Metrics.URL == "" {
+		problems = append(problems, name+": metrics.url is required for the prometheus provider")
+	}
+	if len(problems) > 0 {
+		return nil, fmt.Errorf("invalid config:\n  %s", strings.Join(problems, "\n  "))
+	}
+	return &c, nil
+}
+
+func (c *Config) defaults() {
+	if c.Target == "" {
+		c.Target = "local"
+	}
+	if c.Local.Listen == "" {
+		c.Local.Listen = "127.0.0.1:8080"
+	}
+	if c.Local.StateDir == "" {
+		c.Local.StateDir = ".merlin"
+	}
+	if c.Server.Listen == "" {
+		c.Server.Listen = "127.0.0.1:9292"
+	}
+	if c.Metrics.Provider == "" {
+		c.Metrics.Provider = "local"
+	}
+	for i := range c.Repositories {
+		r := &c.Repositories[i]
+		if r.Branch == "" {
+			r.Branch = "main"
+		}
+		if r.Interval == 0 {
+			r.Interval = manifest.Duration(time.Minute)
+		}
+	}
+}

@@ -1,0 +1,387 @@
+// Package reconciler keeps what a target serves equal to what a Git
+// repository declares. It is level-triggered, like Flux's controllers:
+// desired state is the models declared at the branch head; observed state
+// is what the target runs; every pass recomputes the difference.
+//
+// One Reconciler owns one repository and runs one loop, so its state needs
+// no locks beyond the snapshot it publishes for the API. The loop reacts to
+// three things: a new revision from the git poller (load manifests, build
+// what changed, prune what was removed), a rollout tick (observe, step the
+// rollout state machine, apply its plan), and a person's command
+// (promote, rollback, pause, resume).
+package reconciler
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"path"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"merlin.dev/merlin/builder"
+	"merlin.dev/merlin/gitsource"
+	"merlin.dev/merlin/manifest"
+	"merlin.dev/merlin/metrics"
+	"merlin.dev/merlin/target"
+)
+
+// Source is the part of a git source the reconciler reads.
+type Source interface {
+	Tree(sha string) (fs.FS, error)
+	ChangedFull(ctx context.Context, from, to string) ([]string, bool, error)
+}
+
+// Config configures one repository's reconciler.
+type Config struct {
+	// Repo names the repository (in status, labels and the state file).
+	Repo string
+	// URL is the repository's address without credentials, for labels.
+	URL string
+	// Paths are the directories searched for merlin.yaml ("." when empty).
+	Paths []string
+	// StateDir holds the reconciler's state file.
+	StateDir string
+	// Tick is how often rollouts are stepped. Default 1s.
+	Tick time.Duration
+	// ApplyTimeout bounds each call to the target. Default 5s.
+	ApplyTimeout time.Duration
+	// Resync re-applies unchanged deployments this often, correcting drift
+	// on the target. Default 5m.
+	Resync time.Duration
+}
+
+// Reconciler reconciles one repository.
+type Reconciler struct {
+	cfg     Config
+	src     Source
+	target  target.Target
+	builder *builder.Builder
+	metrics metrics.Provider
+	claims  *Claims
+	log     *slog.Logger
+	now     func() time.Time
+
+	commands chan commandReq
+	state    *repoState
+	path     string
+
+	repoError  string
+	fileErrors map[string]string
+
+	mu     sync.RWMutex
+	status Status
+}
+
+// New returns a reconciler; state from a previous run is loaded from
+// StateDir, so rollouts resume where they were.
+func New(cfg Config, src Source, t target.Target, b *builder.Builder, m metrics.Provider, claims *Claims, log *slog.Logger) (*Reconciler, error) {
+	if cfg.Tick == 0 {
+		cfg.Tick = time.Second
+	}
+	if cfg.ApplyTimeout == 0 {
+		cfg.ApplyTimeout = 5 * time.Second
+	}
+	if cfg.Resync == 0 {
+		cfg.Resync = 5 * time.Minute
+	}
+	if len(cfg.Paths) == 0 {
+		cfg.Paths = []string{"."}
+	}
+	if claims == nil {
+		claims = NewClaims()
+	}
+	p := filepath.Join(cfg.StateDir, "repos", cfg.Repo+".json")
+	st, err := loadState(p)
+	if err != nil {
+		return nil, err
+	}
+	r := &Reconciler{
+		cfg: cfg, src: src, target: t, builder: b, metrics: m, claims: claims,
+		log: log.With("repo", cfg.Repo), now: time.Now,
+		commands: make(chan commandReq), state: st, path: p,
+	}
+	for name := range st.Models {
+		claims.Claim(name, cfg.Repo)
+	}
+	r.publish()
+	return r, nil
+}
+
+// Run reconciles until ctx ends, taking revisions from events.
+func (r *Reconciler) Run(ctx context.Context, events <-chan gitsource.Event) error {
+	tick := time.NewTicker(r.cfg.Tick)
+	defer tick.Stop()
+	var changes <-chan struct{}
+	if n, ok := r.target.(interface{ Changes() <-chan struct{} }); ok {
+		changes = n.Changes()
+	}
+	r.stepAll(ctx) // resume rollouts and re-apply what the state says
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case ev := <-events:
+			r.reconcileRevision(ctx, ev)
+			r.stepAll(ctx)
+		case <-tick.C:
+			r.stepAll(ctx)
+		case <-changes:
+			r.stepAll(ctx)
+		case c := <-r.commands:
+			c.reply <- r.command(ctx, c)
+		}
+		r.save()
+		r.publish()
+	}
+}
+
+// reconcileRevision loads the manifests of a new head, builds the models
+// whose files changed, and prunes models that are no longer declared.
+func (r *Reconciler) reconcileRevision(ctx context.Context, ev gitsource.Event) {
+	sha := ev.Revision.SHA
+	log := r.log.With("sha", short(sha))
+	changed, full := ev.Changed, ev.Full
+	if full && r.state.SHA != "" && r.state.SHA != sha {
+		// After a restart the poller starts from scratch; diff against the
+		// last revision this reconciler saw, if the store still has it.
+		if paths, f, err := r.src.ChangedFull(ctx, r.state.SHA, sha); err == nil {
+			changed, full = paths, f
+		}
+	}
+	tree, err := r.src.Tree(sha)
+	if err != nil {
+		r.setRepoError(fmt.Sprintf("read %s: %v", short(sha), err))
+		return
+	}
+	files, err := manifest.Load(tree, r.cfg.Paths...)
+	if err != nil {
+		r.setRepoError(err.Error())
+		return
+	}
+	r.setRepoError("")
+	r.fileErrors = map[string]string{}
+	for _, ms := range r.state.Models {
+		ms.Held = false // held again below while its manifest is broken
+	}
+	declared := map[string]bool{}
+	for _, f := range files {
+		if len(f.Errors) > 0 {
+			// A syntax error: nothing in the file can be trusted, not even
+			// the documents before it.
+			r.holdFile(f.Name, f.AllErrors(), declared)
+			continue
+		}
+		for _, m := range f.Models {
+			if m.Metadata.Name == "" {
+				continue
+			}
+			declared[m.Metadata.Name] = true
+			r.declare(tree, m, sha, changed, full)
+		}
+		if errs := f.AllErrors(); len(errs) > 0 {
+			r.holdFile(f.Name, errs, declared)
+		}
+	}
+	r.prune(ctx, declared)
+	r.state.SHA = sha
+	log.Info("reconciled revision", "models", len(declared), "changed", len(changed), "full", full)
+}
+
+// declare takes a model declared at the head: a broken manifest holds it;
+// a good one is built when its files or serving settings changed.
+func (r *Reconciler) declare(tree fs.FS, m *manifest.Model, sha string, changed []string, full bool) {
+	name := m.Metadata.Name
+	if owner := r.claims.Claim(name, r.cfg.Repo); owner != r.cfg.Repo {
+		r.modelError(name, m.File, fmt.Sprintf("%s:%d:%d: model %q is already served from repository %s", m.File, m.Pos("metadata.name").Line, m.Pos("metadata.name").Column, name, owner))
+		return
+	}
+	ms := r.state.Models[name]
+	if ms == nil {
+		ms = &modelState{Name: name, Versions: map[string]target.Version{}}
+		r.state.Models[name] = ms
+	}
+	ms.File = m.File
+	if len(m.Errors) > 0 {
+		ms.Held, ms.Error = true, m.Errors.Error()
+		r.log.Warn("manifest invalid; keeping the last good version", "model", name, "err", ms.Error)
+		return
+	}
+	dir, err := r.sourceDir(m)
+	if err != nil {
+		ms.Held, ms.Error = true, err.Error()
+		return
+	}
+	settings := settingsKey(m)
+	touched := full || ms.Desired == "" || ms.Dir != dir || ms.Settings != settings || touches(changed, dir)
+	ms.Rollout, ms.Held = m.Spec.Rollout, false
+	if !touched {
+		if v, ok := ms.Versions[ms.Desired]; ok {
+			ms.Versions[ms.Desired] = r.version(m, v.Digest, v.Bundle, sha)
+		}
+		ms.Error = ""
+		return
+	}
+	start := r.now()
+	res, err := r.builder.Build(tree, dir, m)
+	if err != nil {
+		ms.Held, ms.Error = true, err.Error()
+		r.log.Warn("build failed; keeping the last good version", "model", name, "err", err)
+		return
+	}
+	v := r.version(m, res.Digest, res.Bundle, sha)
+	ms.Dir, ms.Settings, ms.Desired, ms.SHA, ms.Error = dir, settings, v.ID, sha, ""
+	ms.Versions[v.ID] = v
+	r.log.Info("built model", "model", name, "version", v.ID, "took", r.now().Sub(start).Round(time.Millisecond))
+}
+
+// sourceDir returns the model directory of m in the repository.
+func (r *Reconciler) sourceDir(m *manifest.Model) (string, error) {
+	if m.Spec.Source.Path == "" {
+		return "", m.Errorf("spec.source", "only source.path is supported so far; mlflow and uri sources are coming")
+	}
+	dir, ok := manifest.SourceDir(path.Dir(m.File), m.Spec.Source.Path)
+	if !ok {
+		return "", m.Errorf("spec.source.path", "%q points outside the repository", m.Spec.Source.Path)
+	}
+	return dir, nil
+}
+
+func (r *Reconciler) version(m *manifest.Model, digest, bundle, sha string) target.Version {
+	labels := map[string]string{}
+	for k, v := range m.Metadata.Labels {
+		labels[k] = v
+	}
+	return target.Version{
+		ID: target.VersionID(m.Metadata.Name, digest), Model: m.Metadata.Name, Digest: digest,
+		Type: m.Spec.Type, Protocol: m.Spec.Protocol, Bundle: bundle, Image: m.Spec.Image,
+		Env: m.Spec.Env, Resources: m.Spec.Resources, Replicas: m.Spec.Replicas, Labels: labels,
+		Annotations: map[string]string{
+			"merlin.dev/git-repo": r.cfg.URL, "merlin.dev/git-commit": sha, "merlin.dev/manifest": m.File,
+		},
+	}
+}
+
+func settingsKey(m *manifest.Model) string {
+	return fmt.Sprintf("%s|%s|%s|%v", m.Spec.Type, m.Spec.Protocol, m.Spec.Image, m.Spec.Env)
+}
+
+// touches reports whether any changed path is dir or lies under it.
+func touches(changed []string, dir string) bool {
+	for _, p := range changed {
+		if p == dir || strings.HasPrefix(p, dir+"/") || dir == "." {
+			return true
+		}
+	}
+	return false
+}
+
+// holdFile keeps serving the models a broken file declared before and
+// does not declare validly now: a document whose name cannot be read, or a
+// file that does not parse, must not make its models look deleted.
+func (r *Reconciler) holdFile(file string, errs manifest.ErrorList, declared map[string]bool) {
+	msg := errs.Error()
+	held := 0
+	for name, ms := range r.state.Models {
+		if ms.File == file && !declared[name] {
+			ms.Held, ms.Error = true, msg
+			held++
+		}
+	}
+	r.log.Warn("manifest invalid; keeping the last good versions", "file", file, "held", held, "err", msg)
+	r.setFileError(file, msg)
+}
+
+func (r *Reconciler) modelError(name, file, msg string) {
+	if ms := r.state.Models[name]; ms != nil {
+		ms.Error = msg
+		return
+	}
+	r.setFileError(file, msg)
+}
+
+// prune deletes models no longer declared. Held models are declared.
+func (r *Reconciler) prune(ctx context.Context, declared map[string]bool) {
+	for name, ms := range r.state.Models {
+		if declared[name] || ms.Held {
+			continue
+		}
+		actx, cancel := context.WithTimeout(ctx, r.cfg.ApplyTimeout)
+		err := r.target.Delete(actx, name)
+		cancel()
+		if err != nil {
+			ms.Error = fmt.Sprintf("delete: %v", err)
+			r.log.Error("cannot delete removed model", "model", name, "err", err)
+			continue
+		}
+		delete(r.state.Models, name)
+		r.claims.Release(name, r.cfg.Repo)
+		if l, ok := r.metrics.(interface{ Forget(string) }); ok {
+			for id := range ms.Versions {
+				l.Forget(id)
+			}
+		}
+		r.log.Info("model removed from the repository; deleted", "model", name)
+	}
+}
+
+func (r *Reconciler) save() {
+	if err := saveState(r.path, r.state); err != nil {
+		r.log.Error("cannot save state", "err", err)
+	}
+}
+
+func short(sha string) string {
+	if len(sha) > 12 {
+		return sha[:12]
+	}
+	return sha
+}
+
+// Claims records which repository serves each model name, so two
+// repositories cannot fight over one endpoint.
+type Claims struct {
+	mu     sync.Mutex
+	owners map[string]string
+}
+
+// NewClaims returns an empty registry.
+func NewClaims() *Claims { return &Claims{owners: map[string]string{}} }
+
+// Claim gives name to repo unless another repository has it, and returns
+// the owner.
+func (c *Claims) Claim(name, repo string) string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if o, ok := c.owners[name]; ok {
+		return o
+	}
+	c.owners[name] = repo
+	return repo
+}
+
+// Release gives up repo's claim on name.
+func (c *Claims) Release(name, repo string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.owners[name] == repo {
+		delete(c.owners, name)
+	}
+}
+
+var errUnknownModel = errors.New("unknown model")
+
+// sortedModels returns the model names in order.
+func (r *Reconciler) sortedModels() []string {
+	names := make([]string, 0, len(r.state.Models))
+	for n := range r.state.Models {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	return names
+}

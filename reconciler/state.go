@@ -1,0 +1,119 @@
+package reconciler
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"time"
+
+	"merlin.dev/merlin/manifest"
+	"merlin.dev/merlin/rollout"
+	"merlin.dev/merlin/target"
+)
+
+// repoState is what the reconciler remembers about a repository across
+// restarts: the last reconciled revision and every model's versions and
+// rollout state.
+type repoState struct {
+	SHA    string                 `json:"sha,omitempty"`
+	Models map[string]*modelState `json:"models"`
+}
+
+// modelState is one model's remembered state.
+type modelState struct {
+	Name string `json:"name"`
+	// File and Dir are the manifest and the model directory in the repo.
+	File string `json:"file"`
+	Dir  string `json:"dir"`
+	// Settings identify the serving settings the desired version was built
+	// with; a change rebuilds even when the files did not change.
+	Settings string `json:"settings"`
+	// Desired is the version built from the last good manifest.
+	Desired string `json:"desired,omitempty"`
+	// SHA is the commit the desired version was built from.
+	SHA string `json:"sha,omitempty"`
+	// Versions are the builds the rollout refers to (stable, candidate,
+	// previous, desired).
+	Versions map[string]target.Version `json:"versions"`
+	Rollout  manifest.Rollout          `json:"rollout"`
+	State    rollout.State             `json:"state"`
+	// Error is the last problem with the model: a manifest error
+	// (path:line:col), a build failure, a target failure.
+	Error string `json:"error,omitempty"`
+	// Held is set while the model's manifest is broken: the model keeps
+	// serving what it served and is not pruned.
+	Held bool `json:"held,omitempty"`
+	// Events are the most recent rollout events, newest last.
+	Events []TimedEvent `json:"events,omitempty"`
+
+	// applied is the last deployment the target accepted; appliedAt when.
+	applied   *target.Deployment
+	appliedAt time.Time
+	// command waits for the next rollout step.
+	command rollout.Command
+}
+
+// TimedEvent is a rollout event with its time.
+type TimedEvent struct {
+	At time.Time `json:"at"`
+	rollout.Event
+}
+
+const maxEvents = 20
+
+func (m *modelState) record(now time.Time, events []rollout.Event) {
+	for _, e := range events {
+		m.Events = append(m.Events, TimedEvent{At: now, Event: e})
+	}
+	if n := len(m.Events) - maxEvents; n > 0 {
+		m.Events = append([]TimedEvent(nil), m.Events[n:]...)
+	}
+}
+
+func loadState(path string) (*repoState, error) {
+	st := &repoState{Models: map[string]*modelState{}}
+	data, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return st, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("load state: %w", err)
+	}
+	if err := json.Unmarshal(data, st); err != nil {
+		return nil, fmt.Errorf("load state %s: %w", path, err)
+	}
+	if st.Models == nil {
+		st.Models = map[string]*modelState{}
+	}
+	return st, nil
+}
+
+func saveState(path string, st *repoState) error {
+	data, err := json.MarshalIndent(st, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".state-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), path)
+}

@@ -1,0 +1,204 @@
+package reconciler
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"reflect"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"merlin.dev/merlin/metrics"
+	"merlin.dev/merlin/rollout"
+	"merlin.dev/merlin/target"
+)
+
+// RolloutEvents counts rollout transitions, by model and kind (deploy,
+// step, promote, rollback, cancel, hold, analysis, ...).
+var RolloutEvents = prometheus.NewCounterVec(prometheus.CounterOpts{
+	Name: "merlin_rollout_events_total",
+	Help: "Rollout transitions and analyses, by model and kind.",
+}, []string{"repo", "model", "kind"})
+
+// failedRestarts is how many restarts make a crashing candidate a failure.
+const failedRestarts = 3
+
+// stepAll advances every model's rollout and applies its plan.
+func (r *Reconciler) stepAll(ctx context.Context) {
+	observed := r.observeTarget(ctx)
+	now := r.now()
+	for _, name := range r.sortedModels() {
+		r.stepModel(ctx, r.state.Models[name], observed[name], now)
+	}
+}
+
+// observeTarget returns the target's versions by model and version.
+func (r *Reconciler) observeTarget(ctx context.Context) map[string]map[string]target.VersionStatus {
+	observed := map[string]map[string]target.VersionStatus{}
+	st, err := r.target.Status(ctx)
+	if err != nil {
+		r.log.Warn("cannot read target status", "err", err)
+		return observed
+	}
+	for _, m := range st {
+		vs := map[string]target.VersionStatus{}
+		for _, v := range m.Versions {
+			vs[v.Version] = v
+		}
+		observed[m.Model] = vs
+	}
+	return observed
+}
+
+func (r *Reconciler) stepModel(ctx context.Context, ms *modelState, seen map[string]target.VersionStatus, now time.Time) []rollout.Event {
+	if ms.Desired == "" && ms.State.Stable == "" {
+		return nil // nothing built yet
+	}
+	obs := r.observe(ctx, ms, seen)
+	obs.Command, ms.command = ms.command, ""
+	next, events := rollout.Step(ms.Rollout, ms.State, obs, now)
+	for _, e := range events {
+		RolloutEvents.WithLabelValues(r.cfg.Repo, ms.Name, e.Kind).Inc()
+		if e.Kind != "analysis" || !reflect.DeepEqual(next.Analysis, ms.State.Analysis) {
+			r.log.Info("rollout", "model", ms.Name, "event", e.Kind, "version", e.Version, "reason", e.Reason)
+		}
+	}
+	ms.State = next
+	ms.record(now, events)
+	r.apply(ctx, ms, now)
+	return events
+}
+
+// observe gathers what the rollout state machine needs to know.
+func (r *Reconciler) observe(ctx context.Context, ms *modelState, seen map[string]target.VersionStatus) rollout.Observations {
+	o := rollout.Observations{Desired: ms.Desired}
+	if s, ok := seen[ms.State.Stable]; ok && s.State == target.StateFailed && (s.Fatal || s.Restarts >= failedRestarts) {
+		o.StableFailed = true
+	}
+	c := ms.State.Candidate
+	if c == "" {
+		return o
+	}
+	if s, ok := seen[c]; ok {
+		o.CandidateReady = s.State == target.StateReady || s.State == target.StateIdle
+		if s.State == target.StateFailed && (s.Fatal || s.Restarts >= failedRestarts) {
+			o.CandidateFailure = s.LastError
+			if o.CandidateFailure == "" {
+				o.CandidateFailure = fmt.Sprintf("failed %d times", s.Restarts)
+			}
+		}
+	}
+	if p := ms.State.Phase; (p == rollout.Progressing || p == rollout.AwaitingPromotion) && r.metrics != nil {
+		w, err := r.metrics.Window(ctx, metrics.Query{Model: ms.Name, Candidate: c, Stable: ms.State.Stable, Since: ms.State.Since})
+		if err != nil {
+			r.log.Warn("cannot read metrics", "model", ms.Name, "err", err)
+		} else {
+			o.Metrics = &w
+		}
+	}
+	return o
+}
+
+// apply sends the rollout's plan to the target when it changed, or when
+// it is time to re-assert it.
+func (r *Reconciler) apply(ctx context.Context, ms *modelState, now time.Time) {
+	plan := rollout.PlanFor(ms.Rollout, ms.State)
+	if len(plan.Versions) == 0 {
+		return
+	}
+	d := target.Deployment{Model: ms.Name, Traffic: plan.Traffic}
+	for _, id := range plan.Versions {
+		v, ok := ms.Versions[id]
+		if !ok {
+			ms.Error = fmt.Sprintf("internal: no build recorded for version %s", id)
+			return
+		}
+		d.Versions = append(d.Versions, v)
+	}
+	if plan.Mirrored != "" {
+		d.Mirror = &target.Mirror{Version: plan.Mirrored, Percent: plan.MirrorPercent}
+	}
+	if plan.Compared != "" {
+		d.Compare = &target.Compare{Version: plan.Compared, Baseline: ms.State.Stable, Percent: 100}
+	}
+	if ms.applied != nil && reflect.DeepEqual(*ms.applied, d) && now.Sub(ms.appliedAt) < r.cfg.Resync {
+		return
+	}
+	actx, cancel := context.WithTimeout(ctx, r.cfg.ApplyTimeout)
+	err := r.target.Apply(actx, d)
+	cancel()
+	switch {
+	case err == nil:
+		ms.applied, ms.appliedAt = &d, now
+		if !ms.Held && ms.Error != "" && len(ms.Error) > 6 && ms.Error[:6] == "apply:" {
+			ms.Error = ""
+		}
+		r.forgetVersions(ms, plan)
+	case errors.Is(err, target.ErrNotReady):
+		// Retried on the next tick; the rollout sees readiness itself.
+	default:
+		ms.Error = "apply: " + err.Error()
+		r.log.Error("apply failed", "model", ms.Name, "err", err)
+	}
+}
+
+// forgetVersions drops builds nothing refers to any more.
+func (r *Reconciler) forgetVersions(ms *modelState, plan rollout.Plan) {
+	keep := map[string]bool{ms.Desired: true}
+	for _, id := range plan.Versions {
+		keep[id] = true
+	}
+	for id := range ms.Versions {
+		if !keep[id] {
+			delete(ms.Versions, id)
+			if l, ok := r.metrics.(interface{ Forget(string) }); ok {
+				l.Forget(id)
+			}
+		}
+	}
+}
+
+type commandReq struct {
+	model string
+	cmd   rollout.Command
+	reply chan CommandResult
+}
+
+// CommandResult is what a command did.
+type CommandResult struct {
+	Model  string          `json:"model"`
+	Phase  rollout.Phase   `json:"phase"`
+	Events []rollout.Event `json:"events"`
+	Error  string          `json:"error,omitempty"`
+}
+
+// Command runs a person's rollout command on a model and returns what it
+// did. It is applied on the reconciler's loop, like everything else.
+func (r *Reconciler) Command(ctx context.Context, model string, cmd rollout.Command) (CommandResult, error) {
+	req := commandReq{model: model, cmd: cmd, reply: make(chan CommandResult, 1)}
+	select {
+	case r.commands <- req:
+	case <-ctx.Done():
+		return CommandResult{}, ctx.Err()
+	}
+	select {
+	case res := <-req.reply:
+		if res.Error != "" {
+			return res, errors.New(res.Error)
+		}
+		return res, nil
+	case <-ctx.Done():
+		return CommandResult{}, ctx.Err()
+	}
+}
+
+func (r *Reconciler) command(ctx context.Context, c commandReq) CommandResult {
+	ms := r.state.Models[c.model]
+	if ms == nil {
+		return CommandResult{Model: c.model, Error: fmt.Sprintf("%v: %s", errUnknownModel, c.model)}
+	}
+	ms.command = c.cmd
+	events := r.stepModel(ctx, ms, r.observeTarget(ctx)[c.model], r.now())
+	return CommandResult{Model: c.model, Phase: ms.State.Phase, Events: events}
+}

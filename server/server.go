@@ -1,0 +1,244 @@
+// Package server is Merlin's HTTP API: model and rollout status
+// (/api/v1/models), rollout commands, repository status, the status page,
+// /metrics and /healthz. It reads the reconcilers and the target; it
+// decides nothing.
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"slices"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"merlin.dev/merlin/gitsource"
+	"merlin.dev/merlin/reconciler"
+	"merlin.dev/merlin/rollout"
+	"merlin.dev/merlin/target"
+)
+
+// Repo is a reconciled repository.
+type Repo interface {
+	Repo() string
+	Status() reconciler.Status
+	Command(ctx context.Context, model string, cmd rollout.Command) (reconciler.CommandResult, error)
+}
+
+// Options wire the server to the daemon's parts.
+type Options struct {
+	Target target.Target
+	Repos  []Repo
+	// Sources reports the git pollers' health, by repository name.
+	Sources  func() map[string]gitsource.Status
+	Gatherer prometheus.Gatherer
+	Version  string
+}
+
+// Server serves the API.
+type Server struct {
+	opts Options
+	mux  *http.ServeMux
+}
+
+// New returns the API server.
+func New(opts Options) *Server {
+	s := &Server{opts: opts, mux: http.NewServeMux()}
+	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain")
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	if opts.Gatherer != nil {
+		s.mux.Handle("GET /metrics", promhttp.HandlerFor(opts.Gatherer, promhttp.HandlerOpts{}))
+	}
+	s.mux.HandleFunc("GET /api/v1/models", s.listModels)
+	s.mux.HandleFunc("GET /api/v1/models/{name}", s.getModel)
+	s.mux.HandleFunc("POST /api/v1/models/{name}/{action}", s.command)
+	s.mux.HandleFunc("GET /api/v1/repos", s.listRepos)
+	s.mux.HandleFunc("GET /{$}", s.page)
+	return s
+}
+
+// ServeHTTP implements http.Handler.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
+
+// ModelView is one model as the API shows it.
+type ModelView struct {
+	Name     string        `json:"name"`
+	Repo     string        `json:"repo"`
+	File     string        `json:"file,omitempty"`
+	Commit   string        `json:"commit,omitempty"`
+	Strategy string        `json:"strategy,omitempty"`
+	Phase    rollout.Phase `json:"phase"`
+	// Step is the canary step (1-based) and of how many; 0 outside a canary.
+	Step      int             `json:"step"`
+	Steps     int             `json:"steps,omitempty"`
+	Versions  []VersionView   `json:"versions"`
+	Mirror    *target.Mirror  `json:"mirror,omitempty"`
+	Analysis  *rollout.Result `json:"analysis,omitempty"`
+	Reason    string          `json:"reason,omitempty"`
+	LastError string          `json:"lastError,omitempty"`
+	Held      bool            `json:"held,omitempty"`
+	Paused    bool            `json:"paused,omitempty"`
+	// RolledBack is a version that failed and will not be retried.
+	RolledBack string                  `json:"rolledBack,omitempty"`
+	Events     []reconciler.TimedEvent `json:"events,omitempty"`
+}
+
+// VersionView is one version of a model.
+type VersionView struct {
+	Version   string       `json:"version"`
+	Role      string       `json:"role"` // stable, candidate, previous
+	Weight    int          `json:"weight"`
+	State     target.State `json:"state"`
+	Endpoint  string       `json:"endpoint,omitempty"`
+	Restarts  int          `json:"restarts"`
+	LastError string       `json:"lastError,omitempty"`
+	Since     time.Time    `json:"since,omitzero"`
+}
+
+// Models returns every model of every repository.
+func (s *Server) Models(ctx context.Context) []ModelView {
+	observed := map[string]target.ModelStatus{}
+	if st, err := s.opts.Target.Status(ctx); err == nil {
+		for _, m := range st {
+			observed[m.Model] = m
+		}
+	}
+	var out []ModelView
+	for _, repo := range s.opts.Repos {
+		for _, m := range repo.Status().Models {
+			out = append(out, view(m, observed[m.Name]))
+		}
+	}
+	slices.SortFunc(out, func(a, b ModelView) int {
+		if a.Name < b.Name {
+			return -1
+		}
+		if a.Name > b.Name {
+			return 1
+		}
+		return 0
+	})
+	return out
+}
+
+func view(m reconciler.ModelStatus, seen target.ModelStatus) ModelView {
+	st := m.Rollout
+	v := ModelView{
+		Name: m.Name, Repo: m.Repo, File: m.File, Commit: m.SHA, Strategy: m.Strategy, Phase: st.Phase,
+		Analysis: m.Analysis, Reason: st.Reason, LastError: m.Error, Held: m.Held, Paused: st.Paused,
+		RolledBack: st.RolledBack, Events: m.Events, Mirror: seen.Mirror,
+	}
+	if m.Strategy == "canary" && st.Candidate != "" && st.Phase != rollout.Deploying {
+		v.Step, v.Steps = st.Step+1, len(m.Steps)
+	}
+	byID := map[string]target.VersionStatus{}
+	for _, vs := range seen.Versions {
+		byID[vs.Version] = vs
+	}
+	for _, role := range []struct{ name, id string }{{"stable", st.Stable}, {"candidate", st.Candidate}, {"previous", st.Previous}} {
+		if role.id == "" {
+			continue
+		}
+		vv := VersionView{Version: role.id, Role: role.name, Weight: m.Traffic[role.id], State: "pending"}
+		if vs, ok := byID[role.id]; ok {
+			vv.Weight, vv.State, vv.Endpoint, vv.Restarts, vv.LastError, vv.Since = vs.Weight, vs.State, vs.Endpoint, vs.Restarts, vs.LastError, vs.Since
+		}
+		v.Versions = append(v.Versions, vv)
+	}
+	return v
+}
+
+func (s *Server) listModels(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]any{"models": orEmpty(s.Models(r.Context()))})
+}
+
+func orEmpty[T any](s []T) []T {
+	if s == nil {
+		return []T{}
+	}
+	return s
+}
+
+func (s *Server) getModel(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	for _, m := range s.Models(r.Context()) {
+		if m.Name == name {
+			writeJSON(w, http.StatusOK, m)
+			return
+		}
+	}
+	writeJSON(w, http.StatusNotFound, map[string]string{"error": "model " + name + " not found"})
+}
+
+func (s *Server) command(w http.ResponseWriter, r *http.Request) {
+	name, action := r.PathValue("name"), rollout.Command(r.PathValue("action"))
+	switch action {
+	case rollout.Promote, rollout.Rollback, rollout.Pause, rollout.Resume:
+	default:
+		writeJSON(w, http.StatusNotFound, map[string]string{"error": "unknown action " + string(action) + ": use promote, rollback, pause or resume"})
+		return
+	}
+	for _, repo := range s.opts.Repos {
+		if !slices.ContainsFunc(repo.Status().Models, func(m reconciler.ModelStatus) bool { return m.Name == name }) {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(r.Context(), 30*time.Second)
+		defer cancel()
+		res, err := repo.Command(ctx, name, action)
+		if err != nil && !errors.Is(err, context.DeadlineExceeded) {
+			writeJSON(w, http.StatusConflict, map[string]any{"error": err.Error(), "result": res})
+			return
+		}
+		if err != nil {
+			writeJSON(w, http.StatusGatewayTimeout, map[string]string{"error": err.Error()})
+			return
+		}
+		writeJSON(w, http.StatusOK, res)
+		return
+	}
+	writeJSON(w, http.StatusNotFound, map[string]string{"error": "model " + name + " not found"})
+}
+
+// RepoView is one repository's reconciliation and git health.
+type RepoView struct {
+	Repo       string            `json:"repo"`
+	URL        string            `json:"url,omitempty"`
+	SHA        string            `json:"sha,omitempty"`
+	Error      string            `json:"error,omitempty"`
+	FileErrors map[string]string `json:"fileErrors,omitempty"`
+	Models     []string          `json:"models"`
+	Git        *gitsource.Status `json:"git,omitempty"`
+}
+
+func (s *Server) listRepos(w http.ResponseWriter, _ *http.Request) {
+	var sources map[string]gitsource.Status
+	if s.opts.Sources != nil {
+		sources = s.opts.Sources()
+	}
+	out := []RepoView{}
+	for _, repo := range s.opts.Repos {
+		st := repo.Status()
+		v := RepoView{Repo: st.Repo, URL: st.URL, SHA: st.SHA, Error: st.Error, FileErrors: st.FileErrors, Models: []string{}}
+		for _, m := range st.Models {
+			v.Models = append(v.Models, m.Name)
+		}
+		if g, ok := sources[repo.Repo()]; ok {
+			v.Git = &g
+		}
+		out = append(out, v)
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"repos": out})
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}
