@@ -1042,7 +1042,12 @@ func TestWorkers(t *testing.T) {
 	t.Parallel()
 	dir := requireExample(t, sklearnModel)
 	p := startReady(t, Options{ModelDir: dir, Name: "iris", Version: "1", Workers: 2})
+	// The supervisor forks its workers right after it reports ready.
 	kids := children(p.cmd.Process.Pid)
+	for deadline := time.Now().Add(10 * time.Second); len(kids) != 2 && time.Now().Before(deadline); {
+		time.Sleep(20 * time.Millisecond)
+		kids = children(p.cmd.Process.Pid)
+	}
 	if len(kids) != 2 {
 		t.Fatalf("want 2 worker processes, have %v", kids)
 	}
