@@ -65,13 +65,52 @@ type Local struct {
 	Python string `yaml:"python"`
 }
 
-// Kubernetes configures the kubernetes target.
+// Kubernetes configures the kubernetes target (SPEC §3, §6). The daemon
+// reaches the cluster with its in-cluster service account, or KUBECONFIG
+// outside a cluster.
+//
+//	kubernetes:
+//	  namespace: models                       # required with target kubernetes: where InferenceServices,
+//	                                          # VirtualServices and rollout state go (a DNS-1123 label)
+//	  registry: registry.example.com/models   # where built model images are pushed; no scheme
+//	  gateway: istio-system/ingressgateway    # Istio Gateway the VirtualServices bind to, [namespace/]name;
+//	                                          # empty: reachable inside the mesh only
+//	  host: models.example.com                # host the VirtualServices answer for; required with a gateway
+//	  leaderElection:                         # only the holder of a coordination.k8s.io Lease reconciles
+//	    enabled: true                         # default: true with target kubernetes
+//	    namespace: merlin-system              # default: the pod's namespace (POD_NAMESPACE, else the
+//	                                          # service account's), else kubernetes.namespace
+//	    leaseName: merlin-leader              # default merlin-leader
+//	    leaseDuration: 15s                    # a crashed leader is replaced after this; default 15s
+//	    renewDeadline: 10s                    # the leader steps down when it cannot renew for this long; default 10s
+//	    retryPeriod: 2s                       # how often candidates and the leader try; default 2s
+//
+// The durations must satisfy leaseDuration > renewDeadline > 1.2 × retryPeriod
+// (client-go's rule, so that a leader steps down before others take over).
 type Kubernetes struct {
-	Namespace string `yaml:"namespace"`
-	Registry  string `yaml:"registry"`
-	Gateway   string `yaml:"gateway"`
-	Host      string `yaml:"host"`
+	Namespace      string         `yaml:"namespace"`
+	Registry       string         `yaml:"registry"`
+	Gateway        string         `yaml:"gateway"`
+	Host           string         `yaml:"host"`
+	LeaderElection LeaderElection `yaml:"leaderElection"`
 }
+
+// LeaderElection configures the Lease that makes one replica the leader.
+// Followers serve /healthz, /metrics and the read-only API; they neither
+// reconcile nor apply, and refuse rollout commands with 503 naming the
+// leader.
+type LeaderElection struct {
+	// Enabled defaults to true with target kubernetes and false otherwise.
+	Enabled       *bool             `yaml:"enabled"`
+	Namespace     string            `yaml:"namespace"`
+	LeaseName     string            `yaml:"leaseName"`
+	LeaseDuration manifest.Duration `yaml:"leaseDuration"`
+	RenewDeadline manifest.Duration `yaml:"renewDeadline"`
+	RetryPeriod   manifest.Duration `yaml:"retryPeriod"`
+}
+
+// On reports whether leader election is enabled (after defaults).
+func (l LeaderElection) On() bool { return l.Enabled != nil && *l.Enabled }
 
 // MLflow configures MLflow access.
 type MLflow struct {
@@ -138,6 +177,7 @@ func ParseConfig(name string, data []byte) (*Config, error) {
 	if c.Metrics.Provider == "prometheus" && c.Metrics.URL == "" {
 		problems = append(problems, name+": metrics.url is required for the prometheus provider")
 	}
+	problems = append(problems, c.Kubernetes.check(name, data, c.Target)...)
 	if len(problems) > 0 {
 		return nil, fmt.Errorf("invalid config:\n  %s", strings.Join(problems, "\n  "))
 	}
@@ -160,6 +200,7 @@ func (c *Config) defaults() {
 	if c.Metrics.Provider == "" {
 		c.Metrics.Provider = "local"
 	}
+	c.Kubernetes.defaults(c.Target)
 	for i := range c.Repositories {
 		r := &c.Repositories[i]
 		if r.Branch == "" {

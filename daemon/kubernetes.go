@@ -1,0 +1,189 @@
+package daemon
+
+import (
+	"fmt"
+	"regexp"
+	"strings"
+	"time"
+
+	yaml "go.yaml.in/yaml/v3"
+	"k8s.io/apimachinery/pkg/util/validation"
+
+	"merlin.dev/merlin/manifest"
+)
+
+// Leader election defaults: client-go's recommended timings.
+const (
+	DefaultLeaseName     = "merlin-leader"
+	DefaultLeaseDuration = 15 * time.Second
+	DefaultRenewDeadline = 10 * time.Second
+	DefaultRetryPeriod   = 2 * time.Second
+)
+
+func (k *Kubernetes) defaults(target string) {
+	le := &k.LeaderElection
+	if le.Enabled == nil {
+		on := target == "kubernetes"
+		le.Enabled = &on
+	}
+	if le.LeaseName == "" {
+		le.LeaseName = DefaultLeaseName
+	}
+	if le.LeaseDuration == 0 {
+		le.LeaseDuration = manifest.Duration(DefaultLeaseDuration)
+	}
+	if le.RenewDeadline == 0 {
+		le.RenewDeadline = manifest.Duration(DefaultRenewDeadline)
+	}
+	if le.RetryPeriod == 0 {
+		le.RetryPeriod = manifest.Duration(DefaultRetryPeriod)
+	}
+}
+
+// fieldProblem is a problem with one field of the configuration, before it
+// is positioned in the file.
+type fieldProblem struct {
+	field, msg string
+}
+
+// registryRE is a registry host (with an optional port) and an optional
+// repository path, as image references spell them.
+var registryRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:[0-9]+)?(/[a-z0-9]+([._-][a-z0-9]+)*)*$`)
+
+// validate checks the kubernetes block (after defaults). target is the
+// configured target: the block is required only for kubernetes, but what
+// is written is checked either way.
+func (k Kubernetes) validate(target string) []fieldProblem {
+	var out []fieldProblem
+	add := func(field, format string, args ...any) {
+		out = append(out, fieldProblem{"kubernetes." + field, fmt.Sprintf(format, args...)})
+	}
+	switch {
+	case k.Namespace == "" && target == "kubernetes":
+		add("namespace", "is required with target kubernetes (where models are deployed)")
+	case k.Namespace != "":
+		if errs := validation.IsDNS1123Label(k.Namespace); len(errs) > 0 {
+			add("namespace", "%q is not a valid namespace: %s", k.Namespace, errs[0])
+		}
+	}
+	if k.Registry != "" {
+		switch {
+		case strings.Contains(k.Registry, "://"):
+			add("registry", "%q: write the registry without a scheme, e.g. registry.example.com/models", k.Registry)
+		case !registryRE.MatchString(k.Registry):
+			add("registry", "%q is not a registry: use host[:port][/path] in lower case, e.g. registry.example.com/models", k.Registry)
+		}
+	}
+	if k.Gateway != "" {
+		if msg := checkGateway(k.Gateway); msg != "" {
+			add("gateway", "%q %s", k.Gateway, msg)
+		}
+		if k.Host == "" {
+			add("host", "is required with a gateway (the host the models answer for)")
+		}
+	}
+	if k.Host != "" {
+		check := validation.IsDNS1123Subdomain
+		if strings.HasPrefix(k.Host, "*.") {
+			check = validation.IsWildcardDNS1123Subdomain
+		}
+		if errs := check(k.Host); len(errs) > 0 {
+			add("host", "%q is not a valid host: %s", k.Host, errs[0])
+		}
+	}
+	return append(out, k.LeaderElection.validate(target)...)
+}
+
+// checkGateway checks an Istio gateway reference, [namespace/]name, and
+// says what is wrong with it.
+func checkGateway(g string) string {
+	ns, name, qualified := strings.Cut(g, "/")
+	if !qualified {
+		ns, name = "", g
+	}
+	if qualified {
+		if errs := validation.IsDNS1123Label(ns); len(errs) > 0 {
+			return "has an invalid namespace: " + errs[0] + "; use namespace/name"
+		}
+	}
+	if errs := validation.IsDNS1123Subdomain(name); len(errs) > 0 {
+		return "has an invalid gateway name: " + errs[0] + "; use namespace/name"
+	}
+	return ""
+}
+
+func (l LeaderElection) validate(target string) []fieldProblem {
+	var out []fieldProblem
+	add := func(field, format string, args ...any) {
+		out = append(out, fieldProblem{"kubernetes.leaderElection." + field, fmt.Sprintf(format, args...)})
+	}
+	if l.On() && target != "kubernetes" {
+		add("enabled", "leader election needs target kubernetes (the Lease lives in the cluster)")
+	}
+	if l.Namespace != "" {
+		if errs := validation.IsDNS1123Label(l.Namespace); len(errs) > 0 {
+			add("namespace", "%q is not a valid namespace: %s", l.Namespace, errs[0])
+		}
+	}
+	if errs := validation.IsDNS1123Subdomain(l.LeaseName); len(errs) > 0 {
+		add("leaseName", "%q is not a valid object name: %s", l.LeaseName, errs[0])
+	}
+	lease, renew, retry := l.LeaseDuration.D(), l.RenewDeadline.D(), l.RetryPeriod.D()
+	if lease <= renew {
+		add("leaseDuration", "%s must be longer than renewDeadline (%s), so that a leader steps down before another takes over", lease, renew)
+	}
+	if float64(renew) <= 1.2*float64(retry) {
+		add("renewDeadline", "%s must be longer than 1.2 × retryPeriod (%s)", renew, retry)
+	}
+	return out
+}
+
+// check validates the kubernetes block and positions each problem in the
+// file, as path:line:col: field: message.
+func (k Kubernetes) check(name string, data []byte, target string) []string {
+	problems := k.validate(target)
+	if len(problems) == 0 {
+		return nil
+	}
+	var root yaml.Node
+	_ = yaml.Unmarshal(data, &root) // it decoded once already
+	out := make([]string, len(problems))
+	for i, p := range problems {
+		pos := locate(&root, p.field)
+		out[i] = (&manifest.Error{File: name, Line: pos.Line, Column: pos.Column, Field: p.field, Message: p.msg}).Error()
+	}
+	return out
+}
+
+// locate finds a dotted field path (kubernetes.leaderElection.leaseName)
+// in a YAML document: the value's position when the field is written, the
+// key of its closest written ancestor when it is not (a missing required
+// field), and 1:1 when nothing of it is written.
+func locate(doc *yaml.Node, field string) manifest.Pos {
+	pos := manifest.Pos{Line: 1, Column: 1}
+	if doc.Kind != yaml.DocumentNode || len(doc.Content) == 0 {
+		return pos
+	}
+	n := doc.Content[0]
+	for _, name := range strings.Split(field, ".") {
+		if n.Kind == yaml.AliasNode {
+			n = n.Alias
+		}
+		if n.Kind != yaml.MappingNode {
+			return pos
+		}
+		var next *yaml.Node
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			if n.Content[i].Value == name {
+				pos = manifest.Pos{Line: n.Content[i].Line, Column: n.Content[i].Column}
+				next = n.Content[i+1]
+				break
+			}
+		}
+		if next == nil {
+			return pos
+		}
+		n = next
+	}
+	return manifest.Pos{Line: n.Line, Column: n.Column}
+}
