@@ -22,9 +22,9 @@ help: ## list the targets
 build: ## build bin/merlin
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/merlin
 
-run: build ## quickstart: validate and render the bundled examples
+run: build ## quickstart: serve the bundled examples from a fresh git repo (Ctrl-C stops)
 	./$(BIN) validate examples/...
-	./$(BIN) render examples/
+	hack/quickstart.sh ./$(BIN)
 
 test: ## install test dependencies (apt, kube-apiserver) and run every test
 	@assets=$$(hack/test-deps.sh | tail -n 1); \

@@ -84,9 +84,12 @@ def main():
             "outputs": json.dumps([{"type": "tensor", "tensor-spec": {"dtype": "int64", "shape": [-1]}}]),
             "params": None,
         },
+        "saved_input_example_info": {"artifact_path": "input_example.json", "type": "ndarray", "format": "tf-serving"},
         "utc_time_created": created(),
     }
     header = "# Written by examples/iris-xgboost/train.py (MLflow %s layout, without mlflow).\n" % MLFLOW_FORMAT_VERSION
+    # MLflow's input example: `merlin up` shows it as a ready-to-paste curl.
+    write(args.out, "input_example.json", b'{"inputs": [[5.1, 3.5, 1.4, 0.2]]}\n')
     write(args.out, "MLmodel", (header + dump_yaml(mlmodel)).encode())
     reqs = ["numpy==%s" % np.__version__, "xgboost==%s" % xgboost.__version__]
     write(args.out, "requirements.txt", ("\n".join(reqs) + "\n").encode())
