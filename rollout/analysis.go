@@ -88,16 +88,19 @@ func Analyze(a *manifest.Analysis, w metrics.Window, now time.Time) Result {
 		}
 	}
 
+	// Enough requests with a failed check is a failure even when too few
+	// predictions were compared: a canary that answers only errors has no
+	// prediction to compare and must not hold forever.
 	switch {
+	case c.Requests >= min && len(failed) > 0:
+		r.Verdict = Fail
+		r.Summary = strings.Join(failed, "; ")
 	case c.Requests < min || !enoughCompared:
 		r.Verdict = Inconclusive
 		r.Summary = fmt.Sprintf("waiting for data: %d/%d requests", c.Requests, min)
 		if a.MinAgreement > 0 {
 			r.Summary += fmt.Sprintf(", %d/%d compared predictions", compared, min)
 		}
-	case len(failed) > 0:
-		r.Verdict = Fail
-		r.Summary = strings.Join(failed, "; ")
 	default:
 		r.Verdict = Pass
 		r.Summary = fmt.Sprintf("%d requests, all checks passed", c.Requests)

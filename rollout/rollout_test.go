@@ -310,6 +310,10 @@ func TestAnalyze(t *testing.T) {
 		{"slow", window(100, 0, 200*time.Millisecond, 100, 100), Fail, "latencyP99"},
 		{"disagrees", window(100, 0, time.Millisecond, 50, 100), Fail, "agreement 50.0% < 90.0%"},
 		{"sub-ms ratio noise passes", window(100, 0, 1900*time.Microsecond, 100, 100), Pass, ""},
+		// Regression: a canary answering only 500s has no prediction to
+		// compare; it failed to fail and held forever (found by e2e).
+		{"only errors, nothing compared", window(100, 100, time.Millisecond, 0, 0), Fail, "errorRate 100.00% > 1.00%"},
+		{"few requests with errors", window(10, 10, time.Millisecond, 0, 0), Inconclusive, "waiting for data: 10/20"},
 	}
 	for _, tt := range tests {
 		r := Analyze(a, *tt.w, t0)
