@@ -121,6 +121,21 @@ type MLflow struct {
 type Metrics struct {
 	Provider string `yaml:"provider"`
 	URL      string `yaml:"url"`
+	// Series is what the prometheus provider reads: "router" (Merlin's own
+	// merlin_* series scraped from its /metrics) or "istio" (the predictor
+	// pods' istio_requests_total and istio_request_duration_milliseconds).
+	// Default: router with target local, istio with target kubernetes.
+	Series string       `yaml:"series"`
+	Istio  IstioMetrics `yaml:"istio"`
+}
+
+// IstioMetrics say how Istio's series identify a version (series: istio);
+// see metrics/prom.IstioOptions. Namespace defaults to kubernetes.namespace.
+type IstioMetrics struct {
+	Namespace      string `yaml:"namespace"`
+	VersionLabel   string `yaml:"versionLabel"`
+	VersionPattern string `yaml:"versionPattern"`
+	Reporter       string `yaml:"reporter"`
 }
 
 // Server configures the API, status page, webhooks and /metrics.

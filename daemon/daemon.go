@@ -22,6 +22,7 @@ import (
 	"merlin.dev/merlin/builder"
 	"merlin.dev/merlin/gitsource"
 	"merlin.dev/merlin/metrics"
+	"merlin.dev/merlin/metrics/prom"
 	"merlin.dev/merlin/reconciler"
 	"merlin.dev/merlin/server"
 	"merlin.dev/merlin/target/local"
@@ -97,7 +98,7 @@ func New(cfg *Config, opts Options) (*Daemon, error) {
 	if err != nil {
 		return nil, err
 	}
-	provider, err := newProvider(cfg.Metrics, stats)
+	provider, err := newProvider(cfg, stats)
 	if err != nil {
 		return nil, err
 	}
@@ -122,11 +123,37 @@ func New(cfg *Config, opts Options) (*Daemon, error) {
 	return d, nil
 }
 
-func newProvider(c Metrics, stats *metrics.Registry) (metrics.Provider, error) {
+func newProvider(cfg *Config, stats *metrics.Registry) (metrics.Provider, error) {
+	c := cfg.Metrics
 	if c.Provider == "local" {
 		return metrics.NewLocal(stats), nil
 	}
-	return nil, fmt.Errorf("metrics provider %q is not available yet; use local", c.Provider)
+	series := c.Series
+	if series == "" {
+		series = map[string]string{"kubernetes": "istio"}[cfg.Target]
+	}
+	var schema prom.Schema
+	switch series {
+	case "", "router":
+		schema = prom.Router()
+	case "istio":
+		ns := c.Istio.Namespace
+		if ns == "" {
+			ns = cfg.Kubernetes.Namespace
+		}
+		var err error
+		schema, err = prom.Istio(prom.IstioOptions{Namespace: ns, VersionLabel: c.Istio.VersionLabel, VersionPattern: c.Istio.VersionPattern, Reporter: c.Istio.Reporter})
+		if err != nil {
+			return nil, fmt.Errorf("metrics.istio: %w", err)
+		}
+	default:
+		return nil, fmt.Errorf("metrics.series: %q must be router or istio", c.Series)
+	}
+	p, err := prom.New(prom.Options{URL: c.URL, Schema: schema})
+	if err != nil {
+		return nil, fmt.Errorf("metrics: %w", err)
+	}
+	return p, nil
 }
 
 func (d *Daemon) newRepo(rc Repository, stateDir string, b *builder.Builder, m metrics.Provider, claims *reconciler.Claims) (*repo, error) {
