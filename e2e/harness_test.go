@@ -43,9 +43,12 @@ func TestMain(m *testing.M) {
 
 // requirePython skips loudly when Debian's Python lacks the model libraries
 // (make test installs them, so CI never skips).
-func requirePython(t *testing.T) {
+func requirePython(t testing.TB) {
 	t.Helper()
 	if out, err := exec.Command("/usr/bin/python3", "-c", "import sklearn, xgboost, cloudpickle").CombinedOutput(); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("CI=true but /usr/bin/python3 cannot import sklearn/xgboost/cloudpickle (run hack/test-deps.sh): %v %s", err, out)
+		}
 		t.Skipf("SKIPPING: /usr/bin/python3 cannot import sklearn/xgboost (apt-get install python3-sklearn python3-xgboost python3-cloudpickle; make test does): %v %s", err, out)
 	}
 }
@@ -57,7 +60,7 @@ func examplesDir(name string) string {
 
 // merlinProc is a `merlin run` process.
 type merlinProc struct {
-	t        *testing.T
+	t        testing.TB
 	cmd      *exec.Cmd
 	config   string
 	stateDir string
@@ -86,7 +89,7 @@ func (s *syncBuffer) String() string {
 
 // newMerlin writes a configuration watching repoURL and returns a process
 // ready to start.
-func newMerlin(t *testing.T, repoURL string) *merlinProc {
+func newMerlin(t testing.TB, repoURL string) *merlinProc {
 	t.Helper()
 	dir := t.TempDir()
 	m := &merlinProc{
@@ -157,7 +160,7 @@ func (m *merlinProc) eventually(what string, timeout time.Duration, check func()
 	eventually(m.t, what, timeout, check)
 }
 
-func eventually(t *testing.T, what string, timeout time.Duration, check func() error) {
+func eventually(t testing.TB, what string, timeout time.Duration, check func() error) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	var err error
@@ -257,7 +260,7 @@ func (m *merlinProc) predict(model string, rows [][]float64) (answer, error) {
 
 // pythonPredict returns what the model's own predict() says for rows,
 // computed by Python on the pickled model.
-func pythonPredict(t *testing.T, modelDir string, rows [][]float64) string {
+func pythonPredict(t testing.TB, modelDir string, rows [][]float64) string {
 	t.Helper()
 	in, _ := json.Marshal(rows)
 	script := `import sys, json, cloudpickle
@@ -271,7 +274,7 @@ print(json.dumps(m.predict(json.loads(sys.argv[2])).tolist()))`
 }
 
 // predictions extracts the predictions of a V1 answer, normalised.
-func predictions(t *testing.T, a answer) string {
+func predictions(t testing.TB, a answer) string {
 	t.Helper()
 	var doc struct{ Predictions json.RawMessage }
 	if err := json.Unmarshal(a.body, &doc); err != nil {
@@ -292,7 +295,7 @@ func normJSON(s string) string {
 
 // train writes a retrained iris model (another seed and C) into a new
 // directory holding a copy of the example, and returns it.
-func train(t *testing.T, seed int, c float64) string {
+func train(t testing.TB, seed int, c float64) string {
 	t.Helper()
 	dir := filepath.Join(t.TempDir(), "iris-sklearn")
 	if out, err := exec.Command("cp", "-r", examplesDir("iris-sklearn"), dir).CombinedOutput(); err != nil {
