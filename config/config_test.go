@@ -1,0 +1,383 @@
+package config
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"slices"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	authorizationv1 "k8s.io/api/authorization/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	"sigs.k8s.io/kustomize/api/krusty"
+	"sigs.k8s.io/kustomize/kyaml/filesys"
+
+	"merlin.dev/merlin/daemon"
+	"merlin.dev/merlin/daemon/leader"
+)
+
+var (
+	restConfig *rest.Config // the test's kube-apiserver, as its admin; nil when unavailable
+	skipWhy    string
+)
+
+func TestMain(m *testing.M) { os.Exit(run(m)) }
+
+func run(m *testing.M) int {
+	assets := os.Getenv("KUBEBUILDER_ASSETS")
+	if assets == "" {
+		skipWhy = "KUBEBUILDER_ASSETS is not set: run hack/test-deps.sh and set KUBEBUILDER_ASSETS to its last line (make test does)"
+		return m.Run()
+	}
+	env := &envtest.Environment{BinaryAssetsDirectory: assets, ControlPlaneStartTimeout: time.Minute}
+	cfg, err := env.Start()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "start kube-apiserver from %s: %v\n", assets, err)
+		return 1
+	}
+	defer func() { _ = env.Stop() }()
+	restConfig = cfg
+	return m.Run()
+}
+
+// needAPIServer skips (or fails, in CI) a test when no API server runs.
+func needAPIServer(t *testing.T) {
+	t.Helper()
+	if restConfig != nil {
+		return
+	}
+	if os.Getenv("CI") == "true" {
+		t.Fatal(skipWhy)
+	}
+	t.Skip(skipWhy)
+}
+
+// build runs `kustomize build config/default` in-process.
+func build(t *testing.T) []*unstructured.Unstructured {
+	t.Helper()
+	opts := krusty.MakeDefaultOptions()
+	opts.Reorder = krusty.ReorderOptionUnspecified // the kustomization's sortOptions decide
+	m, err := krusty.MakeKustomizer(opts).Run(filesys.MakeFsOnDisk(), "default")
+	if err != nil {
+		t.Fatalf("kustomize build config/default: %v", err)
+	}
+	var out []*unstructured.Unstructured
+	for _, r := range m.Resources() {
+		// Through JSON, so that numbers are int64 as the API machinery wants.
+		data, err := r.MarshalJSON()
+		if err != nil {
+			t.Fatal(err)
+		}
+		u := &unstructured.Unstructured{}
+		if err := u.UnmarshalJSON(data); err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, u)
+	}
+	return out
+}
+
+// find returns the one object of a kind (and name, when given).
+func find(t *testing.T, objs []*unstructured.Unstructured, kind, name string) *unstructured.Unstructured {
+	t.Helper()
+	var found []*unstructured.Unstructured
+	for _, o := range objs {
+		if o.GetKind() == kind && (name == "" || o.GetName() == name) {
+			found = append(found, o)
+		}
+	}
+	if len(found) != 1 {
+		t.Fatalf("want one %s %q in the build, found %d", kind, name, len(found))
+	}
+	return found[0]
+}
+
+func typed[T any](t *testing.T, u *unstructured.Unstructured) *T {
+	t.Helper()
+	var v T
+	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, &v); err != nil {
+		t.Fatal(err)
+	}
+	return &v
+}
+
+// TestBuild checks that the install's parts agree with one another: the
+// daemon's configuration is valid, the probes and the Service reach the
+// port it serves /healthz on, the models RoleBinding is in the namespace it
+// deploys to, and the pod runs locked down.
+func TestBuild(t *testing.T) {
+	objs := build(t)
+	if objs[0].GetKind() != "Namespace" {
+		t.Errorf("first object is a %s; namespaces must come first", objs[0].GetKind())
+	}
+	for _, o := range objs {
+		ns := o.GetNamespace()
+		switch {
+		case o.GetKind() == "Namespace" || o.GetKind() == "ClusterRole":
+			if ns != "" {
+				t.Errorf("cluster-scoped %s/%s has namespace %q", o.GetKind(), o.GetName(), ns)
+			}
+		case o.GetKind() == "RoleBinding" && o.GetName() == "merlin-models":
+			if ns != "models" {
+				t.Errorf("RoleBinding merlin-models is in %q, want the models namespace", ns)
+			}
+		case ns != "merlin-system":
+			t.Errorf("%s/%s is in namespace %q, want merlin-system", o.GetKind(), o.GetName(), ns)
+		}
+	}
+
+	cm := typed[corev1.ConfigMap](t, find(t, objs, "ConfigMap", ""))
+	cfg, err := daemon.ParseConfig("merlin.config.yaml", []byte(cm.Data["merlin.config.yaml"]))
+	if err != nil {
+		t.Fatalf("the generated ConfigMap's merlin.config.yaml: %v", err)
+	}
+	if cfg.Target != "kubernetes" || !cfg.Kubernetes.LeaderElection.On() {
+		t.Errorf("config: target %q, leader election %v", cfg.Target, cfg.Kubernetes.LeaderElection.On())
+	}
+	if rb := find(t, objs, "RoleBinding", "merlin-models"); rb.GetNamespace() != cfg.Kubernetes.Namespace {
+		t.Errorf("models RoleBinding in %q but kubernetes.namespace is %q", rb.GetNamespace(), cfg.Kubernetes.Namespace)
+	}
+	_, port, err := net.SplitHostPort(cfg.Server.Listen)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	dep := typed[appsv1.Deployment](t, find(t, objs, "Deployment", "merlin"))
+	pod := dep.Spec.Template.Spec
+	c := pod.Containers[0]
+	if i := slices.IndexFunc(c.Ports, func(p corev1.ContainerPort) bool { return p.Name == "http" }); i < 0 || fmt.Sprint(c.Ports[i].ContainerPort) != port {
+		t.Errorf("container port http = %+v, server.listen port %s", c.Ports, port)
+	}
+	for name, p := range map[string]*corev1.Probe{"startup": c.StartupProbe, "liveness": c.LivenessProbe, "readiness": c.ReadinessProbe} {
+		if p == nil || p.HTTPGet == nil || p.HTTPGet.Path != "/healthz" || p.HTTPGet.Port.String() != "http" {
+			t.Errorf("%s probe = %+v, want GET /healthz on port http", name, p)
+		}
+	}
+	if cfg.Local.StateDir == "" || !slices.ContainsFunc(c.VolumeMounts, func(m corev1.VolumeMount) bool { return m.MountPath == cfg.Local.StateDir }) {
+		t.Errorf("state dir %q is not a mounted volume (the root filesystem is read-only)", cfg.Local.StateDir)
+	}
+	if v := pod.Volumes[slices.IndexFunc(pod.Volumes, func(v corev1.Volume) bool { return v.ConfigMap != nil })]; v.ConfigMap.Name != cm.Name {
+		t.Errorf("Deployment mounts ConfigMap %q, the build generates %q", v.ConfigMap.Name, cm.Name)
+	}
+	if pod.ServiceAccountName != "merlin" {
+		t.Errorf("service account %q", pod.ServiceAccountName)
+	}
+	psc, sc := pod.SecurityContext, c.SecurityContext
+	switch {
+	case psc == nil || psc.RunAsNonRoot == nil || !*psc.RunAsNonRoot:
+		t.Error("pod is not runAsNonRoot")
+	case psc.SeccompProfile == nil || psc.SeccompProfile.Type != corev1.SeccompProfileTypeRuntimeDefault:
+		t.Error("pod seccomp profile is not RuntimeDefault")
+	case sc == nil || sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem:
+		t.Error("root filesystem is writable")
+	case sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation:
+		t.Error("privilege escalation is allowed")
+	case sc.Capabilities == nil || !slices.Equal(sc.Capabilities.Drop, []corev1.Capability{"ALL"}):
+		t.Errorf("capabilities = %+v, want drop ALL", sc.Capabilities)
+	case c.Resources.Requests.Cpu().IsZero() || c.Resources.Limits.Memory().IsZero():
+		t.Errorf("resources = %+v", c.Resources)
+	}
+	env := map[string]string{}
+	for _, e := range c.Env {
+		if e.ValueFrom != nil && e.ValueFrom.FieldRef != nil {
+			env[e.Name] = e.ValueFrom.FieldRef.FieldPath
+		}
+	}
+	if env["POD_NAMESPACE"] != "metadata.namespace" || env["POD_NAME"] != "metadata.name" {
+		t.Errorf("leader election needs POD_NAMESPACE and POD_NAME from the downward API; env %v", env)
+	}
+
+	svc := typed[corev1.Service](t, find(t, objs, "Service", "merlin"))
+	if len(svc.Spec.Ports) != 1 || fmt.Sprint(svc.Spec.Ports[0].Port) != port || svc.Spec.Ports[0].TargetPort.String() != "http" {
+		t.Errorf("Service ports = %+v, want %s → http", svc.Spec.Ports, port)
+	}
+	for k, v := range svc.Spec.Selector {
+		if dep.Spec.Template.Labels[k] != v {
+			t.Errorf("Service selects %s=%s; the pods have %v", k, v, dep.Spec.Template.Labels)
+		}
+	}
+}
+
+func newClient(t *testing.T, cfg *rest.Config) client.Client {
+	t.Helper()
+	c, err := client.New(cfg, client.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// modelsNamespace creates the namespace models are deployed to: the
+// install binds its role there but does not create it (config/README.md).
+func modelsNamespace(t *testing.T, c client.Client) {
+	t.Helper()
+	err := c.Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "models"}})
+	if err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatal(err)
+	}
+}
+
+// apply server-side applies one object as `kubectl apply --server-side`
+// would, and returns the object the server answered with.
+func apply(ctx context.Context, c client.Client, o *unstructured.Unstructured, opts ...client.ApplyOption) (*unstructured.Unstructured, error) {
+	out := o.DeepCopy()
+	opts = append(opts, client.FieldOwner("kubectl"), client.ForceOwnership)
+	return out, c.Apply(ctx, client.ApplyConfigurationFromUnstructured(out), opts...)
+}
+
+// TestDryRunApply applies the build to a real kube-apiserver with a
+// server-side dry run (kubectl apply --server-side --dry-run=server -k):
+// the API server validates and defaults every object, and accepts all.
+// Namespaces are created first, as a staged apply does, because objects in
+// a namespace that a dry run did not create are refused.
+func TestDryRunApply(t *testing.T) {
+	needAPIServer(t)
+	ctx := context.Background()
+	c := newClient(t, restConfig)
+	modelsNamespace(t, c)
+	objs := build(t)
+	for _, o := range objs {
+		if o.GetKind() == "Namespace" {
+			if _, err := apply(ctx, c, o); err != nil {
+				t.Fatalf("apply Namespace %s: %v", o.GetName(), err)
+			}
+		}
+	}
+	for _, o := range objs {
+		got, err := apply(ctx, c, o, client.DryRunAll)
+		if err != nil {
+			t.Errorf("dry-run apply %s %s/%s: %v", o.GetKind(), o.GetNamespace(), o.GetName(), err)
+			continue
+		}
+		if ts := got.GetCreationTimestamp(); ts.IsZero() && o.GetKind() != "Namespace" {
+			t.Errorf("%s %s: the server's answer has no creation timestamp: %v", o.GetKind(), o.GetName(), got.Object)
+		}
+		if o.GetKind() != "Namespace" {
+			// Nothing but the namespaces was written.
+			err := c.Get(ctx, client.ObjectKeyFromObject(o), o.DeepCopy())
+			if !apierrors.IsNotFound(err) {
+				t.Errorf("%s %s exists after a dry run (err %v)", o.GetKind(), o.GetName(), err)
+			}
+		}
+	}
+	// The server defaulted the Deployment, so it read the whole object.
+	got, err := apply(ctx, c, find(t, objs, "Deployment", "merlin"), client.DryRunAll)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if dep := typed[appsv1.Deployment](t, got); dep.Spec.Strategy.Type != appsv1.RollingUpdateDeploymentStrategyType || dep.Spec.RevisionHistoryLimit == nil {
+		t.Errorf("Deployment not defaulted by the server: strategy %+v", dep.Spec.Strategy)
+	}
+}
+
+const serviceAccount = "system:serviceaccount:merlin-system:merlin"
+
+var serviceAccountGroups = []string{"system:serviceaccounts", "system:serviceaccounts:merlin-system", "system:authenticated"}
+
+// TestRBAC applies the install for real and asks the API server what its
+// ServiceAccount may do: exactly what the daemon does, where it does it.
+// Then it runs leader election as that ServiceAccount.
+func TestRBAC(t *testing.T) {
+	needAPIServer(t)
+	ctx := context.Background()
+	c := newClient(t, restConfig)
+	modelsNamespace(t, c)
+	for _, o := range build(t) {
+		if _, err := apply(ctx, c, o); err != nil {
+			t.Fatalf("apply %s %s: %v", o.GetKind(), o.GetName(), err)
+		}
+	}
+	kube := kubernetes.NewForConfigOrDie(restConfig)
+	can := func(ns, verb, group, resource string) bool {
+		sar, err := kube.AuthorizationV1().SubjectAccessReviews().Create(ctx, &authorizationv1.SubjectAccessReview{
+			Spec: authorizationv1.SubjectAccessReviewSpec{
+				User: serviceAccount, Groups: serviceAccountGroups,
+				ResourceAttributes: &authorizationv1.ResourceAttributes{Namespace: ns, Verb: verb, Group: group, Resource: resource},
+			},
+		}, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return sar.Status.Allowed
+	}
+	all := []string{"get", "list", "watch", "create", "update", "patch", "delete"}
+	type rule struct {
+		ns, group, resource string
+		verbs               []string
+	}
+	allowed := []rule{
+		{"models", "serving.kserve.io", "inferenceservices", all},
+		{"models", "networking.istio.io", "virtualservices", all},
+		{"models", "", "configmaps", all},
+		{"models", "", "events", []string{"create", "patch"}},
+		{"merlin-system", "coordination.k8s.io", "leases", []string{"get", "create", "update"}},
+		{"merlin-system", "", "events", []string{"create", "patch"}},
+	}
+	for _, r := range allowed {
+		for _, v := range all {
+			want := slices.Contains(r.verbs, v)
+			if got := can(r.ns, v, r.group, r.resource); got != want {
+				t.Errorf("%s %s.%s in %s: allowed %v, want %v", v, r.resource, r.group, r.ns, got, want)
+			}
+		}
+	}
+	denied := []rule{
+		{"default", "serving.kserve.io", "inferenceservices", []string{"create", "list"}},
+		{"merlin-system", "serving.kserve.io", "inferenceservices", []string{"create"}},
+		{"default", "networking.istio.io", "virtualservices", []string{"patch"}},
+		{"models", "", "secrets", []string{"get", "list"}},
+		{"merlin-system", "", "secrets", []string{"get"}},
+		{"models", "", "pods", []string{"list", "create"}},
+		{"models", "apps", "deployments", []string{"create"}},
+		{"models", "coordination.k8s.io", "leases", []string{"update"}},
+		{"merlin-system", "", "configmaps", []string{"update"}},
+		{"", "", "namespaces", []string{"list", "create"}},
+		{"", "rbac.authorization.k8s.io", "clusterroles", []string{"create", "escalate"}},
+	}
+	for _, r := range denied {
+		for _, v := range r.verbs {
+			if can(r.ns, v, r.group, r.resource) {
+				t.Errorf("%s %s.%s in %q is allowed; the daemon does not need it", v, r.resource, r.group, r.ns)
+			}
+		}
+	}
+
+	// Leader election as the ServiceAccount: the Role is enough to take,
+	// hold and release the Lease the daemon's configuration names.
+	as := rest.CopyConfig(restConfig)
+	as.Impersonate = rest.ImpersonationConfig{UserName: serviceAccount, Groups: serviceAccountGroups}
+	e, err := leader.New(kubernetes.NewForConfigOrDie(as), leader.Config{
+		Namespace: "merlin-system", Name: daemon.DefaultLeaseName, Identity: "merlin-pod",
+		LeaseDuration: daemon.DefaultLeaseDuration, RenewDeadline: daemon.DefaultRenewDeadline, RetryPeriod: 250 * time.Millisecond,
+	}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	led := false
+	if err := e.Run(rctx, func(lctx context.Context) { led = true; cancel() }); err != nil {
+		t.Fatal(err)
+	}
+	if !led {
+		t.Fatal("the ServiceAccount never acquired the Lease")
+	}
+	l, err := kube.CoordinationV1().Leases("merlin-system").Get(ctx, daemon.DefaultLeaseName, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l.Spec.HolderIdentity != nil && *l.Spec.HolderIdentity != "" {
+		t.Errorf("Lease still held by %q: the ServiceAccount could not release it", *l.Spec.HolderIdentity)
+	}
+}
