@@ -1,6 +1,8 @@
 package prom_test
 
 import (
+	"context"
+	"fmt"
 	"net"
 	"net/http"
 	"strconv"
@@ -8,9 +10,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/api"
+	v1 "github.com/prometheus/client_golang/api/prometheus/v1"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/model"
 
 	"merlin.dev/merlin/metrics"
 	"merlin.dev/merlin/metrics/metricstest"
@@ -203,4 +208,74 @@ func TestIstioContract(t *testing.T) {
 		LatencyBounds: bounds,
 		Unreachable:   unreachable,
 	})
+}
+
+// TestIstioP99AgreesWithHistogramQuantile checks the provider's p99 from
+// re-bucketed Istio buckets against what PromQL's histogram_quantile says
+// on the same real Prometheus: within one fine bucket (25%).
+func TestIstioP99AgreesWithHistogramQuantile(t *testing.T) {
+	e, ps := startPrometheus(t)
+	schema, err := prom.Istio(prom.IstioOptions{Namespace: "models"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := prom.New(prom.Options{URL: ps.URL, Schema: schema})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := &istioBackend{e: e, prom: ps, slot: e.add(prometheus.NewRegistry()), p: p}
+	b.Restart(t)
+	const m, v = "hq", "hq-0a1b2c3d"
+	// Both clients' series exist before the window: increase() ignores the
+	// first sample of a series born inside its range (the provider does
+	// not), which is not what this test compares.
+	b.Observe(m, v, 200, 20*time.Millisecond)
+	b.Observe(m, v, 200, 20*time.Millisecond)
+	b.Settle(t)
+	since := time.Now()
+	for i := range 200 {
+		d := 20 * time.Millisecond
+		switch {
+		case i%50 == 0:
+			d = 400 * time.Millisecond
+		case i%10 == 0:
+			d = 70 * time.Millisecond
+		}
+		b.Observe(m, v, 200, d)
+	}
+	b.Settle(t)
+	b.Settle(t) // increase() needs two samples in its range
+	now := time.Now()
+	w, err := p.Window(context.Background(), metrics.Query{Model: m, Candidate: v, Since: since})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w.Candidate.Requests != 200 {
+		t.Fatalf("window counted %d requests, want 200", w.Candidate.Requests)
+	}
+	sel := schema.Traffic(m, v)
+	rng := fmt.Sprintf("[%dms]", now.Sub(since).Milliseconds()+1000)
+	ask := func(q string) float64 {
+		t.Helper()
+		c, err := api.NewClient(api.Config{Address: ps.URL})
+		if err != nil {
+			t.Fatal(err)
+		}
+		val, _, err := v1.NewAPI(c).Query(context.Background(), q, now)
+		if err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+		vec, ok := val.(model.Vector)
+		if !ok || len(vec) != 1 {
+			t.Fatalf("%s = %v, want one sample", q, val)
+		}
+		return float64(vec[0].Value)
+	}
+	hq := ask("histogram_quantile(0.99, sum by (le) (increase(istio_request_duration_milliseconds_bucket{" + sel + "}" + rng + ")))")
+	inc := ask("sum(increase(istio_requests_total{" + sel + "}" + rng + "))")
+	got := float64(w.Candidate.Quantile(0.99)) / float64(time.Millisecond)
+	t.Logf("p99: provider %.1fms, histogram_quantile %.1fms; 200 requests: provider %d, increase() %.2f", got, hq, w.Candidate.Requests, inc)
+	if got < hq/1.25 || got > hq*1.25 {
+		t.Errorf("provider p99 %.1fms, histogram_quantile %.1fms: want within 25%%", got, hq)
+	}
 }
