@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"os"
 	"slices"
 	"testing"
 	"time"
@@ -19,49 +18,15 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	"sigs.k8s.io/kustomize/api/krusty"
 	"sigs.k8s.io/kustomize/kyaml/filesys"
 
 	"merlin.dev/merlin/daemon"
 	"merlin.dev/merlin/daemon/leader"
+	"merlin.dev/merlin/internal/kubetest"
 )
 
-var (
-	restConfig *rest.Config // the test's kube-apiserver, as its admin; nil when unavailable
-	skipWhy    string
-)
-
-func TestMain(m *testing.M) { os.Exit(run(m)) }
-
-func run(m *testing.M) int {
-	assets := os.Getenv("KUBEBUILDER_ASSETS")
-	if assets == "" {
-		skipWhy = "KUBEBUILDER_ASSETS is not set: run hack/test-deps.sh and set KUBEBUILDER_ASSETS to its last line (make test does)"
-		return m.Run()
-	}
-	env := &envtest.Environment{BinaryAssetsDirectory: assets, ControlPlaneStartTimeout: time.Minute}
-	cfg, err := env.Start()
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "start kube-apiserver from %s: %v\n", assets, err)
-		return 1
-	}
-	defer func() { _ = env.Stop() }()
-	restConfig = cfg
-	return m.Run()
-}
-
-// needAPIServer skips (or fails, in CI) a test when no API server runs.
-func needAPIServer(t *testing.T) {
-	t.Helper()
-	if restConfig != nil {
-		return
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatal(skipWhy)
-	}
-	t.Skip(skipWhy)
-}
+func TestMain(m *testing.M) { kubetest.Main(m) }
 
 // build runs `kustomize build config/default` in-process.
 func build(t *testing.T) []*unstructured.Unstructured {
@@ -209,15 +174,6 @@ func TestBuild(t *testing.T) {
 	}
 }
 
-func newClient(t *testing.T, cfg *rest.Config) client.Client {
-	t.Helper()
-	c, err := client.New(cfg, client.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c
-}
-
 // modelsNamespace creates the namespace models are deployed to: the
 // install binds its role there but does not create it (config/README.md).
 func modelsNamespace(t *testing.T, c client.Client) {
@@ -242,9 +198,8 @@ func apply(ctx context.Context, c client.Client, o *unstructured.Unstructured, o
 // Namespaces are created first, as a staged apply does, because objects in
 // a namespace that a dry run did not create are refused.
 func TestDryRunApply(t *testing.T) {
-	needAPIServer(t)
-	ctx := context.Background()
-	c := newClient(t, restConfig)
+	env := kubetest.Get(t)
+	ctx, c := context.Background(), env.Client
 	modelsNamespace(t, c)
 	objs := build(t)
 	for _, o := range objs {
@@ -289,16 +244,15 @@ var serviceAccountGroups = []string{"system:serviceaccounts", "system:serviceacc
 // ServiceAccount may do: exactly what the daemon does, where it does it.
 // Then it runs leader election as that ServiceAccount.
 func TestRBAC(t *testing.T) {
-	needAPIServer(t)
-	ctx := context.Background()
-	c := newClient(t, restConfig)
+	env := kubetest.Get(t)
+	ctx, c := context.Background(), env.Client
 	modelsNamespace(t, c)
 	for _, o := range build(t) {
 		if _, err := apply(ctx, c, o); err != nil {
 			t.Fatalf("apply %s %s: %v", o.GetKind(), o.GetName(), err)
 		}
 	}
-	kube := kubernetes.NewForConfigOrDie(restConfig)
+	kube := kubernetes.NewForConfigOrDie(env.Config)
 	can := func(ns, verb, group, resource string) bool {
 		sar, err := kube.AuthorizationV1().SubjectAccessReviews().Create(ctx, &authorizationv1.SubjectAccessReview{
 			Spec: authorizationv1.SubjectAccessReviewSpec{
@@ -355,7 +309,7 @@ func TestRBAC(t *testing.T) {
 
 	// Leader election as the ServiceAccount: the Role is enough to take,
 	// hold and release the Lease the daemon's configuration names.
-	as := rest.CopyConfig(restConfig)
+	as := rest.CopyConfig(env.Config)
 	as.Impersonate = rest.ImpersonationConfig{UserName: serviceAccount, Groups: serviceAccountGroups}
 	e, err := leader.New(kubernetes.NewForConfigOrDie(as), leader.Config{
 		Namespace: "merlin-system", Name: daemon.DefaultLeaseName, Identity: "merlin-pod",

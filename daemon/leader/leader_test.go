@@ -3,72 +3,29 @@ package leader
 import (
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"log/slog"
-	"os"
 	"slices"
 	"sync"
 	"testing"
 	"time"
 
 	coordinationv1 "k8s.io/api/coordination/v1"
-	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/utils/ptr"
-	"sigs.k8s.io/controller-runtime/pkg/envtest"
+
+	"merlin.dev/merlin/internal/kubetest"
 )
 
-// client talks to the test's real kube-apiserver (started once in
-// TestMain); nil when the API server is not available.
-var (
-	client  kubernetes.Interface
-	skipWhy string
-)
+func TestMain(m *testing.M) { kubetest.Main(m) }
 
-func TestMain(m *testing.M) {
-	os.Exit(run(m))
-}
-
-func run(m *testing.M) int {
-	assets := os.Getenv("KUBEBUILDER_ASSETS")
-	if assets == "" {
-		skipWhy = "KUBEBUILDER_ASSETS is not set: run hack/test-deps.sh and set KUBEBUILDER_ASSETS to its last line (make test does)"
-		return m.Run()
-	}
-	env := &envtest.Environment{BinaryAssetsDirectory: assets, ControlPlaneStartTimeout: time.Minute}
-	cfg, err := env.Start()
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "start kube-apiserver from %s: %v\n", assets, err)
-		return 1
-	}
-	defer func() { _ = env.Stop() }()
-	client = kubernetes.NewForConfigOrDie(cfg)
-	return m.Run()
-}
-
-// needAPIServer skips (or fails, in CI) a test when no API server runs.
-func needAPIServer(t *testing.T) {
+// apiServer returns a clientset for the test binary's real kube-apiserver
+// and a fresh namespace for the test's Lease.
+func apiServer(t *testing.T) (kubernetes.Interface, string) {
 	t.Helper()
-	if client != nil {
-		return
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatal(skipWhy)
-	}
-	t.Skip(skipWhy)
-}
-
-// namespace creates a fresh namespace for one test.
-func namespace(t *testing.T) string {
-	t.Helper()
-	ns, err := client.CoreV1().Namespaces().Create(context.Background(),
-		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "leader-"}}, metav1.CreateOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return ns.Name
+	env := kubetest.Get(t)
+	return kubernetes.NewForConfigOrDie(env.Config), env.Namespace(t)
 }
 
 // timings: a lease much longer than a retry period, so that a hand-over by
@@ -118,7 +75,7 @@ func (j *journal) waitFor(t *testing.T, entry string, d time.Duration) {
 // candidate runs an elector whose lead journals its start and, once its
 // context ends, finishes some work before it returns, like a reconciler
 // completing an apply.
-func candidate(t *testing.T, ctx context.Context, cfg Config, j *journal) (*Elector, <-chan error) {
+func candidate(t *testing.T, ctx context.Context, client kubernetes.Interface, cfg Config, j *journal) (*Elector, <-chan error) {
 	t.Helper()
 	e, err := New(client, cfg, quiet)
 	if err != nil {
@@ -136,7 +93,7 @@ func candidate(t *testing.T, ctx context.Context, cfg Config, j *journal) (*Elec
 	return e, done
 }
 
-func getLease(t *testing.T, ns string) *coordinationv1.Lease {
+func getLease(t *testing.T, client kubernetes.Interface, ns string) *coordinationv1.Lease {
 	t.Helper()
 	l, err := client.CoordinationV1().Leases(ns).Get(context.Background(), "merlin-leader", metav1.GetOptions{})
 	if err != nil {
@@ -149,12 +106,11 @@ func getLease(t *testing.T, ns string) *coordinationv1.Lease {
 // holds the Lease, and takes over within the lease duration once the first
 // stops, after the first has finished its work and released the Lease.
 func TestHandOver(t *testing.T) {
-	needAPIServer(t)
-	ns := namespace(t)
+	client, ns := apiServer(t)
 	j := newJournal()
 	ctxA, stopA := context.WithCancel(context.Background())
 	defer stopA()
-	a, doneA := candidate(t, ctxA, testConfig(ns, "a"), j)
+	a, doneA := candidate(t, ctxA, client, testConfig(ns, "a"), j)
 	j.waitFor(t, "a leads", 30*time.Second)
 	if !a.IsLeader() {
 		t.Error("a leads but IsLeader is false")
@@ -162,13 +118,13 @@ func TestHandOver(t *testing.T) {
 
 	ctxB, stopB := context.WithCancel(context.Background())
 	defer stopB()
-	b, doneB := candidate(t, ctxB, testConfig(ns, "b"), j)
+	b, doneB := candidate(t, ctxB, client, testConfig(ns, "b"), j)
 	// b has read the Lease and tried again at every renewal of a's: wait
 	// until a renewed it several times after b saw it held by a.
 	waitUntil(t, 30*time.Second, func() bool { return b.Leader() == "a" })
-	first := getLease(t, ns).Spec.RenewTime.Time
+	first := getLease(t, client, ns).Spec.RenewTime.Time
 	waitUntil(t, 30*time.Second, func() bool {
-		return getLease(t, ns).Spec.RenewTime.Sub(first) >= 8*testConfig("", "").RetryPeriod
+		return getLease(t, client, ns).Spec.RenewTime.Sub(first) >= 8*testConfig("", "").RetryPeriod
 	})
 	if got := j.list(); !slices.Equal(got, []string{"a leads"}) {
 		t.Fatalf("while a holds the Lease: journal %q, want only a leading", got)
@@ -189,7 +145,7 @@ func TestHandOver(t *testing.T) {
 	if got, want := j.list(), []string{"a leads", "a finished", "b leads"}; !slices.Equal(got, want) {
 		t.Errorf("journal %q, want %q (a finishes its work before b starts)", got, want)
 	}
-	l := getLease(t, ns)
+	l := getLease(t, client, ns)
 	if id := ptr.Deref(l.Spec.HolderIdentity, ""); id != "b" {
 		t.Errorf("Lease holder = %q, want b", id)
 	}
@@ -204,7 +160,7 @@ func TestHandOver(t *testing.T) {
 		t.Fatalf("b.Run after stop = %v", err)
 	}
 	// b released on the way out too.
-	if id := ptr.Deref(getLease(t, ns).Spec.HolderIdentity, ""); id != "" {
+	if id := ptr.Deref(getLease(t, client, ns).Spec.HolderIdentity, ""); id != "" {
 		t.Errorf("after b stopped the Lease is held by %q", id)
 	}
 }
@@ -212,8 +168,7 @@ func TestHandOver(t *testing.T) {
 // TestCrashedLeader: a Lease held by a leader that vanished without
 // releasing it is taken over only once it expires.
 func TestCrashedLeader(t *testing.T) {
-	needAPIServer(t)
-	ns := namespace(t)
+	client, ns := apiServer(t)
 	cfg := testConfig(ns, "b")
 	cfg.LeaseDuration, cfg.RenewDeadline = 3*time.Second, 2*time.Second
 	now := metav1.NowMicro()
@@ -229,13 +184,13 @@ func TestCrashedLeader(t *testing.T) {
 	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
 	start := time.Now()
-	_, done := candidate(t, ctx, cfg, j)
+	_, done := candidate(t, ctx, client, cfg, j)
 	j.waitFor(t, "b leads", 30*time.Second)
 	// A lower bound only: b must not take a lease that has not expired.
 	if waited := time.Since(start); waited < cfg.LeaseDuration {
 		t.Errorf("b took over after %s, before the crashed leader's lease (%s) expired", waited, cfg.LeaseDuration)
 	}
-	if n := ptr.Deref(getLease(t, ns).Spec.LeaseTransitions, 0); n != 1 {
+	if n := ptr.Deref(getLease(t, client, ns).Spec.LeaseTransitions, 0); n != 1 {
 		t.Errorf("Lease transitions = %d, want 1", n)
 	}
 	stop()
@@ -247,18 +202,17 @@ func TestCrashedLeader(t *testing.T) {
 // TestLost: a leader whose Lease is taken from it stops leading within the
 // renew deadline and reports ErrLost.
 func TestLost(t *testing.T) {
-	needAPIServer(t)
-	ns := namespace(t)
+	client, ns := apiServer(t)
 	cfg := testConfig(ns, "a")
 	cfg.LeaseDuration, cfg.RenewDeadline = 4*time.Second, 2*time.Second
 	j := newJournal()
-	_, done := candidate(t, context.Background(), cfg, j)
+	_, done := candidate(t, context.Background(), client, cfg, j)
 	j.waitFor(t, "a leads", 30*time.Second)
 
 	// Someone else writes the Lease (an operator, or a partition that let
 	// it expire): a can no longer renew.
 	waitUntil(t, 30*time.Second, func() bool {
-		l := getLease(t, ns)
+		l := getLease(t, client, ns)
 		now := metav1.NowMicro()
 		l.Spec.HolderIdentity, l.Spec.RenewTime, l.Spec.LeaseDurationSeconds = ptr.To("intruder"), &now, ptr.To[int32](3600)
 		_, err := client.CoordinationV1().Leases(ns).Update(context.Background(), l, metav1.UpdateOptions{})
@@ -275,7 +229,7 @@ func TestLost(t *testing.T) {
 	if got := j.list(); !slices.Equal(got, []string{"a leads", "a finished"}) {
 		t.Errorf("journal %q", got)
 	}
-	if id := ptr.Deref(getLease(t, ns).Spec.HolderIdentity, ""); id != "intruder" {
+	if id := ptr.Deref(getLease(t, client, ns).Spec.HolderIdentity, ""); id != "intruder" {
 		t.Errorf("a released a Lease it no longer held: holder %q", id)
 	}
 }
@@ -283,21 +237,20 @@ func TestLost(t *testing.T) {
 // TestStopBeforeLeading: stopping a candidate that never led returns at
 // once and leaves the holder's Lease alone.
 func TestStopBeforeLeading(t *testing.T) {
-	needAPIServer(t)
-	ns := namespace(t)
+	client, ns := apiServer(t)
 	j := newJournal()
 	ctxA, stopA := context.WithCancel(context.Background())
 	defer stopA()
-	_, doneA := candidate(t, ctxA, testConfig(ns, "a"), j)
+	_, doneA := candidate(t, ctxA, client, testConfig(ns, "a"), j)
 	j.waitFor(t, "a leads", 30*time.Second)
 	ctxB, stopB := context.WithCancel(context.Background())
-	b, doneB := candidate(t, ctxB, testConfig(ns, "b"), j)
+	b, doneB := candidate(t, ctxB, client, testConfig(ns, "b"), j)
 	waitUntil(t, 30*time.Second, func() bool { return b.Leader() == "a" })
 	stopB()
 	if err := <-doneB; err != nil {
 		t.Fatal(err)
 	}
-	if id := ptr.Deref(getLease(t, ns).Spec.HolderIdentity, ""); id != "a" {
+	if id := ptr.Deref(getLease(t, client, ns).Spec.HolderIdentity, ""); id != "a" {
 		t.Errorf("holder after a follower stopped = %q, want a", id)
 	}
 	if got := j.list(); !slices.Equal(got, []string{"a leads"}) {
