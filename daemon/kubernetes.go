@@ -66,45 +66,62 @@ func (k Kubernetes) validate(target string) []fieldProblem {
 			add("namespace", "%q is not a valid namespace: %s", k.Namespace, errs[0])
 		}
 	}
-	if k.Registry != "" {
-		switch {
-		case strings.Contains(k.Registry, "://"):
-			add("registry", "%q: write the registry without a scheme, e.g. registry.example.com/models", k.Registry)
-		case !registryRE.MatchString(k.Registry):
-			add("registry", "%q is not a registry: use host[:port][/path] in lower case, e.g. registry.example.com/models", k.Registry)
-		}
+	if msg := checkRegistry(k.Registry); msg != "" {
+		add("registry", "%q %s", k.Registry, msg)
 	}
-	if k.Gateway != "" {
-		if msg := checkGateway(k.Gateway); msg != "" {
-			add("gateway", "%q %s", k.Gateway, msg)
-		}
-		if k.Host == "" {
-			add("host", "is required with a gateway (the host the models answer for)")
-		}
+	if msg := checkGateway(k.Gateway); msg != "" {
+		add("gateway", "%q %s", k.Gateway, msg)
 	}
-	if k.Host != "" {
-		check := validation.IsDNS1123Subdomain
-		if strings.HasPrefix(k.Host, "*.") {
-			check = validation.IsWildcardDNS1123Subdomain
-		}
-		if errs := check(k.Host); len(errs) > 0 {
-			add("host", "%q is not a valid host: %s", k.Host, errs[0])
+	switch {
+	case k.Host == "" && target == "kubernetes":
+		add("host", "is required with target kubernetes (the host name clients call, e.g. models.example.com)")
+	case k.Host != "":
+		if msg := checkHost(k.Host); msg != "" {
+			add("host", "%q %s", k.Host, msg)
 		}
 	}
 	return append(out, k.LeaderElection.validate(target)...)
 }
 
-// checkGateway checks an Istio gateway reference, [namespace/]name, and
-// says what is wrong with it.
+// checkRegistry checks where images are pushed (empty is fine) and says
+// what is wrong with it.
+func checkRegistry(r string) string {
+	switch {
+	case r == "":
+		return ""
+	case strings.Contains(r, "://"):
+		return "has a scheme: write the registry without it, e.g. registry.example.com/models"
+	case !registryRE.MatchString(r):
+		return "is not a registry: use host[:port][/path] in lower case, e.g. registry.example.com/models"
+	}
+	return ""
+}
+
+// checkHost checks the host name clients call; a wildcard (*.example.com)
+// is allowed, as Istio allows it.
+func checkHost(h string) string {
+	check := validation.IsDNS1123Subdomain
+	if strings.HasPrefix(h, "*.") {
+		check = validation.IsWildcardDNS1123Subdomain
+	}
+	if errs := check(h); len(errs) > 0 {
+		return "is not a valid host: " + errs[0]
+	}
+	return ""
+}
+
+// checkGateway checks an Istio gateway reference, namespace/name (empty is
+// fine), and says what is wrong with it.
 func checkGateway(g string) string {
+	if g == "" {
+		return ""
+	}
 	ns, name, qualified := strings.Cut(g, "/")
 	if !qualified {
-		ns, name = "", g
+		return "must name the gateway's namespace too: namespace/name, e.g. istio-system/ingressgateway"
 	}
-	if qualified {
-		if errs := validation.IsDNS1123Label(ns); len(errs) > 0 {
-			return "has an invalid namespace: " + errs[0] + "; use namespace/name"
-		}
+	if errs := validation.IsDNS1123Label(ns); len(errs) > 0 {
+		return "has an invalid namespace: " + errs[0] + "; use namespace/name"
 	}
 	if errs := validation.IsDNS1123Subdomain(name); len(errs) > 0 {
 		return "has an invalid gateway name: " + errs[0] + "; use namespace/name"
