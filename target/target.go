@@ -122,13 +122,13 @@ type VersionStatus struct {
 	State   State  `json:"state"`
 	// Endpoint is the model server's own address (host:port locally, the
 	// predictor host on a cluster).
-	Endpoint  string    `json:"endpoint,omitempty"`
-	Restarts  int       `json:"restarts"`
-	LastError string    `json:"lastError,omitempty"`
+	Endpoint  string `json:"endpoint,omitempty"`
+	Restarts  int    `json:"restarts"`
+	LastError string `json:"lastError,omitempty"`
 	// Fatal marks a failure a restart cannot fix (no runtime for the
 	// model's flavor, a missing package).
-	Fatal bool `json:"fatal,omitempty"`
-	Since     time.Time `json:"since"`
+	Fatal bool      `json:"fatal,omitempty"`
+	Since time.Time `json:"since"`
 }
 
 // ErrNotReady is wrapped by Apply errors for versions that did not become

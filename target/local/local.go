@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -83,7 +82,6 @@ type Local struct {
 	script    string
 	python    string
 	probe     *http.Client
-	transport *http.Transport
 	stats     *metrics.Registry
 	mirrorSem chan struct{}
 
@@ -130,7 +128,6 @@ func New(opts Options) (*Local, error) {
 	l := &Local{
 		opts: opts, log: opts.Logger, script: script, python: python, stats: opts.Stats,
 		probe:       &http.Client{Timeout: 2 * time.Second},
-		transport:   newTransport(),
 		mirrorSem:   make(chan struct{}, opts.MirrorConcurrency),
 		ctx:         ctx,
 		cancel:      cancel,
@@ -145,16 +142,6 @@ func New(opts Options) (*Local, error) {
 		return nil, err
 	}
 	return l, nil
-}
-
-func newTransport() *http.Transport {
-	return &http.Transport{
-		DialContext:         (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
-		MaxIdleConns:        1024,
-		MaxIdleConnsPerHost: 256,
-		IdleConnTimeout:     90 * time.Second,
-		DisableCompression:  true,
-	}
 }
 
 // Changes signals (coalesced) whenever a version becomes ready or fails,
@@ -268,6 +255,7 @@ func (l *Local) retireLocked(p *process) {
 		if p.listener != nil {
 			p.listener.Close()
 		}
+		p.upstream().closeIdle()
 		l.removeRecord(p.v.ID)
 		l.stats.Forget(p.v.ID)
 		p.log.Info("version stopped")
@@ -326,8 +314,8 @@ func (l *Local) Close() error {
 		if p.listener != nil {
 			p.listener.Close()
 		}
+		p.upstream().closeIdle()
 		l.removeRecord(id)
 	}
-	l.transport.CloseIdleConnections()
 	return nil
 }

@@ -33,6 +33,7 @@ type process struct {
 	mu       sync.Mutex
 	state    target.State
 	addr     string // host:port of the server
+	up       atomic.Pointer[upstream]
 	pid      int
 	lastErr  string
 	restarts int
@@ -498,4 +499,14 @@ func lastLine(path string, offset int64) string {
 	}
 	lines := strings.Split(strings.TrimSpace(string(buf)), "\n")
 	return strings.TrimSpace(lines[len(lines)-1])
+}
+
+// upstream returns the connection pool to the version's server.
+func (p *process) upstream() *upstream {
+	if u := p.up.Load(); u != nil && u.addr == p.addr {
+		return u
+	}
+	u := &upstream{addr: p.addr}
+	p.up.Store(u)
+	return u
 }

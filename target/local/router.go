@@ -8,7 +8,6 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/http"
-	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -179,6 +178,7 @@ type response struct {
 	code   int
 	header http.Header
 	body   []byte
+	keep   bool // the connection it came on can be reused
 }
 
 func (r *response) write(w http.ResponseWriter) {
@@ -213,36 +213,7 @@ func readBody(r *http.Request) ([]byte, error) {
 
 // forward sends a request to a version's server and reads its answer.
 func (l *Local) forward(ctx context.Context, p *process, in *http.Request, body []byte) (*response, error) {
-	out := &http.Request{
-		Method:        in.Method,
-		URL:           &url.URL{Scheme: "http", Host: p.addr, Path: in.URL.Path, RawPath: in.URL.RawPath, RawQuery: in.URL.RawQuery},
-		Header:        make(http.Header, len(in.Header)+1),
-		Host:          p.addr,
-		ContentLength: int64(len(body)),
-	}
-	for k, vs := range in.Header {
-		if !hopByHop(k) {
-			out.Header[k] = vs
-		}
-	}
-	// Predictions are idempotent: let the transport retry a request that
-	// met a keep-alive connection the server had just closed. The empty
-	// value keeps the header off the wire.
-	out.Header["X-Idempotency-Key"] = nil
-	if body != nil {
-		out.Body = io.NopCloser(bytes.NewReader(body))
-		out.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
-	}
-	resp, err := l.transport.RoundTrip(out.WithContext(ctx))
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(resp.Body, maxBody))
-	if err != nil {
-		return nil, fmt.Errorf("read response: %w", err)
-	}
-	return &response{code: resp.StatusCode, header: resp.Header, body: data}, nil
+	return p.upstream().do(ctx, in.Method, in.URL.RequestURI(), in.Header, body)
 }
 
 // sideRequests sends the mirrored and compared copies of a served
