@@ -1,0 +1,78 @@
+package kube
+
+import (
+	"crypto/sha256"
+	"fmt"
+	"testing"
+	"time"
+
+	"merlin.dev/merlin/internal/kubetest"
+	"merlin.dev/merlin/manifest"
+	"merlin.dev/merlin/target"
+	"merlin.dev/merlin/target/targettest"
+)
+
+func TestMain(m *testing.M) { kubetest.Main(m) }
+
+// kubeEnv is one test's namespace on the shared API server, with KServe's
+// part played by fakeKServe.
+type kubeEnv struct {
+	env  *kubetest.Env
+	ns   string
+	fake *fakeKServe
+}
+
+func newKubeEnv(t *testing.T) *kubeEnv {
+	env := kubetest.Get(t)
+	ns := env.Namespace(t)
+	return &kubeEnv{env: env, ns: ns, fake: startFakeKServe(t, env.Client, ns)}
+}
+
+func (e *kubeEnv) opts() Options {
+	return Options{
+		Namespace: e.ns, Gateway: "istio-system/ingressgateway", Host: "models.example.com",
+		ReadyTimeout: 3 * time.Second, PollInterval: 50 * time.Millisecond,
+	}
+}
+
+func (e *kubeEnv) target(t *testing.T) *Kube {
+	t.Helper()
+	k, err := New(e.env.Config, e.opts())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+// testVersion is version n of model, with a storage URI like an MLflow
+// source's.
+func testVersion(model string, n int) target.Version {
+	digest := fmt.Sprintf("%x", sha256.Sum256(fmt.Appendf(nil, "%s/%d", model, n)))
+	return target.Version{
+		ID: target.VersionID(model, digest), Model: model, Digest: digest,
+		Type: manifest.TypeSKLearn, Protocol: manifest.ProtocolV1,
+		StorageURI: "gs://models/" + model + "/" + digest[:8],
+		Replicas:   manifest.Replicas{Min: 1, Max: 1},
+		Annotations: map[string]string{
+			"merlin.dev/git-repo": "https://example.com/models.git", "merlin.dev/git-commit": digest[:40],
+		},
+	}
+}
+
+func TestContract(t *testing.T) {
+	targettest.Run(t, targettest.Harness{
+		Eventually: 20 * time.Second,
+		Setup: func(t *testing.T) targettest.Backend {
+			e := newKubeEnv(t)
+			return targettest.Backend{
+				New:     func(t *testing.T) target.Target { return e.target(t) },
+				Version: func(_ *testing.T, model string, n int) target.Version { return testVersion(model, n) },
+				Broken: func(_ *testing.T, model string) target.Version {
+					v := testVersion(model, 999)
+					e.fake.setBroken(v.ID, true)
+					return v
+				},
+			}
+		},
+	})
+}
