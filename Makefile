@@ -33,8 +33,16 @@ test: ## install test dependencies (apt, kube-apiserver) and run every test
 	 $(GO) vet ./...; \
 	 KUBEBUILDER_ASSETS=$$assets $(GO) test -count=1 -timeout 25m ./...
 
-bench: build ## print the performance figures
-	@echo "no benchmarks yet"
+bench: ## print the performance figures (about 10 minutes; uses real model servers and git daemon)
+	@hack/test-deps.sh --no-kube
+	@echo "== model server: iris predict through Go's HTTP client"
+	$(GO) test ./target/local/modelserver -run '^$$' -bench BenchmarkPredict -benchtime 3s
+	@echo "== router overhead"
+	$(GO) test ./target/local -run '^$$' -bench BenchmarkRouterOverhead -benchtime 1x | grep -v '^[0-9/: ]*INFO'
+	@echo "== commit → serving"
+	$(GO) test ./e2e -run '^$$' -bench BenchmarkCommitToServing -benchtime 1x -timeout 15m
+	@echo "== rollbacks"
+	BENCH_BAD=1 $(GO) test ./e2e -run '^$$' -bench BenchmarkRollback -benchtime 1x -timeout 30m
 
 lint: $(GOLANGCI) ## run golangci-lint (installed at a pinned version)
 	$(GOLANGCI) run ./...
