@@ -42,14 +42,17 @@ type generation struct {
 	dir  string
 	w    *filesystem.Storage
 	r    *filesystem.Storage
+	// wcache is w's object cache.
+	wcache cache.Object
 }
 
 func openGeneration(dir string) *generation {
-	newStorage := func(size cache.FileSize) *filesystem.Storage {
-		return filesystem.NewStorageWithOptions(osfs.New(dir), cache.NewObjectLRU(size),
+	newStorage := func(c cache.Object) *filesystem.Storage {
+		return filesystem.NewStorageWithOptions(osfs.New(dir), c,
 			filesystem.Options{LargeObjectThreshold: largeObjectThreshold})
 	}
-	g := &generation{name: filepath.Base(dir), dir: dir, w: newStorage(writerCacheSize), r: newStorage(readerCacheSize)}
+	wc := cache.NewObjectLRU(writerCacheSize)
+	g := &generation{name: filepath.Base(dir), dir: dir, w: newStorage(wc), r: newStorage(cache.NewObjectLRU(readerCacheSize)), wcache: wc}
 	warmIndex(g.r)
 	return g
 }
