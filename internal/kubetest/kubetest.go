@@ -258,6 +258,18 @@ func (e *Env) StartAPIServer() error {
 	return e.env.ControlPlane.APIServer.Start()
 }
 
+// User returns a config that reaches the API server as the named user,
+// authenticated by a client certificate, with the permissions RBAC grants
+// it (none until the test binds a role).
+func (e *Env) User(t testing.TB, name string, groups ...string) *rest.Config {
+	t.Helper()
+	u, err := e.env.AddUser(envtest.User{Name: name, Groups: groups}, nil)
+	if err != nil {
+		t.Fatalf("kubetest: add user %s: %v", name, err)
+	}
+	return u.Config()
+}
+
 // Namespace creates a namespace with a random name for one test. Namespaces
 // are never deleted: envtest runs no namespace controller to finalise them.
 func (e *Env) Namespace(t testing.TB) string {

@@ -3,6 +3,7 @@ package kube
 import (
 	"crypto/sha256"
 	"fmt"
+	"log/slog"
 	"testing"
 	"time"
 
@@ -32,6 +33,7 @@ func (e *kubeEnv) opts() Options {
 	return Options{
 		Namespace: e.ns, Gateway: "istio-system/ingressgateway", Host: "models.example.com",
 		ReadyTimeout: 3 * time.Second, PollInterval: 50 * time.Millisecond,
+		Logger: slog.New(slog.DiscardHandler),
 	}
 }
 
