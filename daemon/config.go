@@ -163,36 +163,7 @@ func ParseConfig(name string, data []byte) (*Config, error) {
 		return nil, errs
 	}
 	c.defaults()
-	var problems []string
-	for i, r := range c.Repositories {
-		at := fmt.Sprintf("%s: repositories[%d]", name, i)
-		switch {
-		case r.Name == "" || !repoName.MatchString(r.Name):
-			problems = append(problems, fmt.Sprintf("%s.name: %q must be lower-case letters, digits, '-', '_' or '.'", at, r.Name))
-		case r.URL == "":
-			problems = append(problems, fmt.Sprintf("%s.url is required", at))
-		case r.Interval.D() < time.Second:
-			problems = append(problems, fmt.Sprintf("%s.interval must be at least 1s", at))
-		}
-		for j := range i {
-			if c.Repositories[j].Name == r.Name {
-				problems = append(problems, fmt.Sprintf("%s.name: %q is used twice", at, r.Name))
-			}
-		}
-	}
-	if len(c.Repositories) == 0 {
-		problems = append(problems, name+": repositories: at least one repository is required")
-	}
-	if c.Target != "local" && c.Target != "kubernetes" {
-		problems = append(problems, fmt.Sprintf("%s: target: %q must be local or kubernetes", name, c.Target))
-	}
-	if c.Metrics.Provider != "local" && c.Metrics.Provider != "prometheus" {
-		problems = append(problems, fmt.Sprintf("%s: metrics.provider: %q must be local or prometheus", name, c.Metrics.Provider))
-	}
-	if c.Metrics.Provider == "prometheus" && c.Metrics.URL == "" {
-		problems = append(problems, name+": metrics.url is required for the prometheus provider")
-	}
-	problems = append(problems, c.Kubernetes.check(name, data, c.Target)...)
+	problems := position(name, data, append(c.validate(), c.Kubernetes.validate(c.Target)...))
 	if len(problems) > 0 {
 		return nil, fmt.Errorf("invalid config:\n  %s", strings.Join(problems, "\n  "))
 	}
@@ -225,4 +196,41 @@ func (c *Config) defaults() {
 			r.Interval = manifest.Duration(time.Minute)
 		}
 	}
+}
+
+// validate checks everything but the kubernetes block.
+func (c *Config) validate() []fieldProblem {
+	var problems []fieldProblem
+	add := func(field, format string, args ...any) {
+		problems = append(problems, fieldProblem{field, fmt.Sprintf(format, args...)})
+	}
+	for i, r := range c.Repositories {
+		at := fmt.Sprintf("repositories[%d]", i)
+		switch {
+		case r.Name == "" || !repoName.MatchString(r.Name):
+			add(at+".name", "%q must be lower-case letters, digits, '-', '_' or '.'", r.Name)
+		case r.URL == "":
+			add(at+".url", "is required")
+		case r.Interval.D() < time.Second:
+			add(at+".interval", "must be at least 1s")
+		}
+		for j := range i {
+			if c.Repositories[j].Name == r.Name {
+				add(at+".name", "%q is used twice", r.Name)
+			}
+		}
+	}
+	if len(c.Repositories) == 0 {
+		add("repositories", "at least one repository is required")
+	}
+	if c.Target != "local" && c.Target != "kubernetes" {
+		add("target", "%q must be local or kubernetes", c.Target)
+	}
+	if c.Metrics.Provider != "local" && c.Metrics.Provider != "prometheus" {
+		add("metrics.provider", "%q must be local or prometheus", c.Metrics.Provider)
+	}
+	if c.Metrics.Provider == "prometheus" && c.Metrics.URL == "" {
+		add("metrics.url", "is required for the prometheus provider")
+	}
+	return problems
 }

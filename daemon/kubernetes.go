@@ -3,6 +3,7 @@ package daemon
 import (
 	"fmt"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 
@@ -157,8 +158,8 @@ func (l LeaderElection) validate(target string) []fieldProblem {
 
 // check validates the kubernetes block and positions each problem in the
 // file, as path:line:col: field: message.
-func (k Kubernetes) check(name string, data []byte, target string) []string {
-	problems := k.validate(target)
+// position turns problems into file:line:col messages.
+func position(name string, data []byte, problems []fieldProblem) []string {
 	if len(problems) == 0 {
 		return nil
 	}
@@ -186,6 +187,12 @@ func locate(doc *yaml.Node, field string) manifest.Pos {
 		if n.Kind == yaml.AliasNode {
 			n = n.Alias
 		}
+		index := -1 // repositories[2]: the third item of repositories
+		if i := strings.IndexByte(name, '['); i > 0 && strings.HasSuffix(name, "]") {
+			if v, err := strconv.Atoi(name[i+1 : len(name)-1]); err == nil {
+				name, index = name[:i], v
+			}
+		}
 		if n.Kind != yaml.MappingNode {
 			return pos
 		}
@@ -199,6 +206,13 @@ func locate(doc *yaml.Node, field string) manifest.Pos {
 		}
 		if next == nil {
 			return pos
+		}
+		if index >= 0 {
+			if next.Kind != yaml.SequenceNode || index >= len(next.Content) {
+				return pos
+			}
+			next = next.Content[index]
+			pos = manifest.Pos{Line: next.Line, Column: next.Column}
 		}
 		n = next
 	}

@@ -1,0 +1,58 @@
+package daemon
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestConfigDefaults(t *testing.T) {
+	c, err := ParseConfig("c.yaml", []byte("repositories:\n  - {name: models, url: /srv/models}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := c.Repositories[0]
+	if c.Target != "local" || c.Local.Listen != "127.0.0.1:8080" || c.Local.StateDir != ".merlin" ||
+		c.Server.Listen != "127.0.0.1:9292" || c.Metrics.Provider != "local" ||
+		r.Branch != "main" || r.Interval.D() != time.Minute {
+		t.Fatalf("defaults not applied: %+v", c)
+	}
+}
+
+func TestConfigErrorsArePositioned(t *testing.T) {
+	tests := []struct {
+		name, config string
+		want         []string
+	}{
+		{"no repositories", "target: local\n", []string{"c.yaml:1:1: repositories: at least one repository is required"}},
+		{"bad repo name", "repositories:\n  - name: Models\n    url: /x\n",
+			[]string{`c.yaml:2:11: repositories[0].name: "Models" must be lower-case`}},
+		{"missing url", "repositories:\n  - name: a\n  - name: b\n    url: /x\n",
+			[]string{"c.yaml:2:5: repositories[0].url: is required"}},
+		{"duplicate name", "repositories:\n  - {name: a, url: /x}\n  - {name: a, url: /y}\n",
+			[]string{`c.yaml:3:12: repositories[1].name: "a" is used twice`}},
+		{"short interval", "repositories:\n  - {name: a, url: /x, interval: 100ms}\n",
+			[]string{"c.yaml:2:34: repositories[0].interval: must be at least 1s"}},
+		{"bad target", "repositories: [{name: a, url: /x}]\ntarget: cloud\n",
+			[]string{`c.yaml:2:9: target: "cloud" must be local or kubernetes`}},
+		{"prometheus without url", "repositories: [{name: a, url: /x}]\nmetrics: {provider: prometheus}\n",
+			[]string{"c.yaml:2:1: metrics.url: is required for the prometheus provider"}},
+		{"unknown field", "repositories: [{name: a, url: /x, brnach: dev}]\n",
+			[]string{`c.yaml:1:35: repositories[0].brnach: unknown field`}},
+		{"several at once", "repositories:\n  - {name: A, url: /x}\ntarget: cloud\n",
+			[]string{`c.yaml:2:12: repositories[0].name`, `c.yaml:3:9: target`}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := ParseConfig("c.yaml", []byte(tt.config))
+			if err == nil {
+				t.Fatalf("no error; want %q", tt.want)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error\n%v\ndoes not contain\n%s", err, w)
+				}
+			}
+		})
+	}
+}
