@@ -5,6 +5,7 @@
 package daemon
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -14,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -24,7 +26,9 @@ import (
 	"merlin.dev/merlin/metrics"
 	"merlin.dev/merlin/metrics/prom"
 	"merlin.dev/merlin/reconciler"
+	"merlin.dev/merlin/daemon/leader"
 	"merlin.dev/merlin/server"
+	"merlin.dev/merlin/target"
 	"merlin.dev/merlin/target/local"
 )
 
@@ -42,29 +46,42 @@ type Options struct {
 
 // Daemon is a running Merlin.
 type Daemon struct {
-	cfg      *Config
-	opts     Options
-	log      *slog.Logger
-	local    *local.Local
+	cfg  *Config
+	opts Options
+	log  *slog.Logger
+	// target serves the models: local (processes behind local's router)
+	// or kubernetes (local is nil).
+	target target.Target
+	local  *local.Local
+	// elector, when set, runs the reconcilers only while this replica
+	// holds the leader Lease (target kubernetes).
+	elector  *leader.Elector
 	repos    []*repo
 	api      *server.Server
 	servers  []*http.Server
 	lns      []net.Listener
 	registry *prometheus.Registry
+
+	// What a reconciler is built from (see startReconcilers).
+	stateDir string
+	builder  *builder.Builder
+	provider metrics.Provider
+	claims   *reconciler.Claims
 }
 
 type repo struct {
+	cfg    Repository
 	src    *gitsource.Source
 	poller *gitsource.Poller
-	rec    *reconciler.Reconciler
+	// rec is set once the repository is reconciled here: at once, or, with
+	// leader election, when this replica starts leading, so that it starts
+	// from the state its predecessor saved last.
+	rec atomic.Pointer[reconciler.Reconciler]
 }
 
 // New builds a daemon and opens its listeners, so that an address in use
 // fails here rather than after start.
 func New(cfg *Config, opts Options) (*Daemon, error) {
-	if cfg.Target != "local" {
-		return nil, fmt.Errorf("target %q is not available yet; use local", cfg.Target)
-	}
 	log := opts.Logger
 	if log == nil {
 		log = slog.Default()
@@ -76,46 +93,56 @@ func New(cfg *Config, opts Options) (*Daemon, error) {
 	if err := os.MkdirAll(stateDir, 0o755); err != nil {
 		return nil, fmt.Errorf("state dir: %w", err)
 	}
-	d := &Daemon{cfg: cfg, opts: opts, log: log, registry: prometheus.NewRegistry()}
+	d := &Daemon{cfg: cfg, opts: opts, log: log, registry: prometheus.NewRegistry(), stateDir: stateDir, claims: reconciler.NewClaims()}
 	stats := metrics.NewRegistry()
-	d.local, err = local.New(local.Options{
-		StateDir: filepath.Join(stateDir, "local"), Python: cfg.Local.Python, Workers: cfg.Local.Workers,
-		IdleTimeout: cfg.Local.IdleTimeout.D(), StopTimeout: opts.StopTimeout, Stats: stats, Logger: log,
-	})
+	switch cfg.Target {
+	case "local":
+		d.local, err = local.New(local.Options{
+			StateDir: filepath.Join(stateDir, "local"), Python: cfg.Local.Python, Workers: cfg.Local.Workers,
+			IdleTimeout: cfg.Local.IdleTimeout.D(), StopTimeout: opts.StopTimeout, Stats: stats, Logger: log,
+		})
+		d.target = d.local
+	case "kubernetes":
+		err = d.connectCluster()
+	default:
+		err = fmt.Errorf("target %q: use local or kubernetes", cfg.Target)
+	}
 	if err != nil {
 		return nil, err
 	}
 	ok := false
 	defer func() {
 		if !ok {
-			d.local.Close()
+			d.closeTarget()
 			for _, ln := range d.lns {
 				ln.Close()
 			}
 		}
 	}()
-	b, err := builder.New(filepath.Join(stateDir, "bundles"))
-	if err != nil {
+	if d.builder, err = builder.New(filepath.Join(stateDir, "bundles")); err != nil {
 		return nil, err
 	}
-	provider, err := newProvider(cfg, stats)
-	if err != nil {
+	if d.provider, err = newProvider(cfg, stats); err != nil {
 		return nil, err
 	}
-	claims := reconciler.NewClaims()
 	for _, rc := range cfg.Repositories {
-		r, err := d.newRepo(rc, stateDir, b, provider, claims)
+		r, err := d.newRepo(rc)
 		if err != nil {
 			return nil, err
 		}
 		d.repos = append(d.repos, r)
 	}
+	if d.elector == nil {
+		if err := d.startReconcilers(); err != nil {
+			return nil, err
+		}
+	}
 	d.registry.MustRegister(stats, reconciler.RolloutEvents, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	repos := make([]server.Repo, len(d.repos))
 	for i, r := range d.repos {
-		repos[i] = r.rec
+		repos[i] = r
 	}
-	d.api = server.New(server.Options{Target: d.local, Repos: repos, Sources: d.sources, Gatherer: d.registry, Version: opts.Version})
+	d.api = server.New(server.Options{Target: d.target, Repos: repos, Sources: d.sources, Gatherer: d.registry, Version: opts.Version})
 	if err := d.listen(); err != nil {
 		return nil, err
 	}
@@ -156,7 +183,7 @@ func newProvider(cfg *Config, stats *metrics.Registry) (metrics.Provider, error)
 	return p, nil
 }
 
-func (d *Daemon) newRepo(rc Repository, stateDir string, b *builder.Builder, m metrics.Provider, claims *reconciler.Claims) (*repo, error) {
+func (d *Daemon) newRepo(rc Repository) (*repo, error) {
 	auth := gitsource.Auth{Username: rc.Auth.Username, SSHKeyFile: rc.Auth.SSHKeyFile, SSHKnownHosts: rc.Auth.SSHKnownHosts}
 	if rc.Auth.TokenEnv != "" {
 		auth.Token = os.Getenv(rc.Auth.TokenEnv)
@@ -165,22 +192,31 @@ func (d *Daemon) newRepo(rc Repository, stateDir string, b *builder.Builder, m m
 		}
 	}
 	src, err := gitsource.New(gitsource.Config{
-		Name: rc.Name, URL: rc.URL, Branch: rc.Branch, Auth: auth, CacheDir: filepath.Join(stateDir, "git", rc.Name),
+		Name: rc.Name, URL: rc.URL, Branch: rc.Branch, Auth: auth, CacheDir: filepath.Join(d.stateDir, "git", rc.Name),
 	}, d.log)
 	if err != nil {
 		return nil, fmt.Errorf("repository %s: %w", rc.Name, err)
-	}
-	rec, err := reconciler.New(reconciler.Config{
-		Repo: rc.Name, URL: src.URL(), Paths: rc.Paths, StateDir: stateDir, Tick: d.opts.Tick,
-	}, src, d.local, b, m, claims, d.log)
-	if err != nil {
-		return nil, err
 	}
 	// An unreachable remote is retried with a backoff that scales with how
 	// often the repository is polled: 30 intervals, within [10s, 5m].
 	backoffCap := min(max(30*rc.Interval.D(), 10*time.Second), 5*time.Minute)
 	poller := gitsource.NewPoller(src, gitsource.PollerConfig{Interval: rc.Interval.D(), BackoffCap: backoffCap})
-	return &repo{src: src, poller: poller, rec: rec}, nil
+	return &repo{cfg: rc, src: src, poller: poller}, nil
+}
+
+// startReconcilers builds every repository's reconciler, which loads the
+// state saved by the previous run (or the previous leader).
+func (d *Daemon) startReconcilers() error {
+	for _, r := range d.repos {
+		rec, err := reconciler.New(reconciler.Config{
+			Repo: r.cfg.Name, URL: r.src.URL(), Paths: r.cfg.Paths, StateDir: d.stateDir, Tick: d.opts.Tick,
+		}, r.src, d.target, d.builder, d.provider, d.claims, d.log)
+		if err != nil {
+			return err
+		}
+		r.rec.Store(rec)
+	}
+	return nil
 }
 
 func (d *Daemon) sources() map[string]gitsource.Status {
@@ -192,6 +228,7 @@ func (d *Daemon) sources() map[string]gitsource.Status {
 }
 
 // listen opens the HTTP listeners: one combined, or models and API apart.
+// On a cluster the models are served by the cluster, so only the API is.
 func (d *Daemon) listen() error {
 	serve := func(addr string, h http.Handler) error {
 		ln, err := net.Listen("tcp", addr)
@@ -201,6 +238,13 @@ func (d *Daemon) listen() error {
 		d.lns = append(d.lns, ln)
 		d.servers = append(d.servers, &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute})
 		return nil
+	}
+	var api http.Handler = d.api
+	if d.elector != nil {
+		api = d.leaderOnly(api)
+	}
+	if d.local == nil {
+		return serve(cmp.Or(d.opts.CombinedListen, d.cfg.Server.Listen), api)
 	}
 	if d.opts.CombinedListen != "" {
 		mux := http.NewServeMux()
@@ -215,8 +259,14 @@ func (d *Daemon) listen() error {
 	return serve(d.cfg.Server.Listen, d.api)
 }
 
-// ModelsAddr is where models are served; APIAddr where the API is.
-func (d *Daemon) ModelsAddr() string { return d.lns[0].Addr().String() }
+// ModelsAddr is where models are served: the router's address, or on a
+// cluster the host name the VirtualServices answer for.
+func (d *Daemon) ModelsAddr() string {
+	if d.local == nil {
+		return d.cfg.Kubernetes.Host
+	}
+	return d.lns[0].Addr().String()
+}
 
 // APIAddr is where the API, status page and /metrics are served.
 func (d *Daemon) APIAddr() string { return d.lns[len(d.lns)-1].Addr().String() }
@@ -225,10 +275,12 @@ func (d *Daemon) APIAddr() string { return d.lns[len(d.lns)-1].Addr().String() }
 func (d *Daemon) API() *server.Server { return d.api }
 
 // Run serves until ctx ends, then shuts down gracefully: listeners stop
-// accepting, in-flight requests finish, reconcilers stop, and every model
-// server is stopped (no process is left behind).
+// accepting, in-flight requests finish, reconcilers stop (a leader then
+// releases its Lease), and every model server is stopped (no process is
+// left behind). With leader election, losing the Lease also ends Run, with
+// an error: the process exits and comes back as a follower.
 func (d *Daemon) Run(ctx context.Context) error {
-	errc := make(chan error, len(d.servers))
+	errc := make(chan error, len(d.servers)+1)
 	for i, srv := range d.servers {
 		go func() {
 			if err := srv.Serve(d.lns[i]); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -237,13 +289,13 @@ func (d *Daemon) Run(ctx context.Context) error {
 		}()
 	}
 	rctx, stopRepos := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	for _, r := range d.repos {
-		events := make(chan gitsource.Event)
-		wg.Add(2)
-		go func() { defer wg.Done(); _ = r.poller.Run(rctx, events) }()
-		go func() { defer wg.Done(); _ = r.rec.Run(rctx, events) }()
-	}
+	reposDone := make(chan struct{})
+	go func() {
+		defer close(reposDone)
+		if err := d.reconcile(rctx); err != nil {
+			errc <- err
+		}
+	}()
 	var err error
 	select {
 	case <-ctx.Done():
@@ -259,9 +311,48 @@ func (d *Daemon) Run(ctx context.Context) error {
 		}
 	}
 	stopRepos()
-	wg.Wait()
-	d.log.Info("stopping model servers")
-	d.local.Close()
+	<-reposDone
+	d.closeTarget()
 	d.log.Info("stopped")
 	return err
+}
+
+// reconcile runs the git pollers and reconcilers until ctx ends: at once,
+// or, with leader election, once and while this replica leads.
+func (d *Daemon) reconcile(ctx context.Context) error {
+	if d.elector == nil {
+		d.runRepos(ctx)
+		return nil
+	}
+	var startErr error
+	err := d.elector.Run(ctx, func(ctx context.Context) {
+		if startErr = d.startReconcilers(); startErr != nil {
+			return
+		}
+		d.runRepos(ctx)
+	})
+	if startErr != nil {
+		return startErr
+	}
+	return err
+}
+
+// runRepos polls and reconciles every repository until ctx ends.
+func (d *Daemon) runRepos(ctx context.Context) {
+	var wg sync.WaitGroup
+	for _, r := range d.repos {
+		events := make(chan gitsource.Event)
+		rec := r.rec.Load()
+		wg.Add(2)
+		go func() { defer wg.Done(); _ = r.poller.Run(ctx, events) }()
+		go func() { defer wg.Done(); _ = rec.Run(ctx, events) }()
+	}
+	wg.Wait()
+}
+
+func (d *Daemon) closeTarget() {
+	if d.local != nil {
+		d.log.Info("stopping model servers")
+		d.local.Close()
+	}
 }

@@ -103,7 +103,8 @@ func (e *Elector) Identity() string { return e.cfg.Identity }
 // returned by itself, after releasing the Lease if it held it, and ErrLost
 // when the Lease was lost while ctx was live. An elector runs once.
 func (e *Elector) Run(ctx context.Context, lead func(ctx context.Context)) error {
-	broadcaster := record.NewBroadcaster(record.WithContext(ctx))
+	// Events outlive ctx: "stopped leading" is recorded after it ends.
+	broadcaster := record.NewBroadcaster()
 	defer broadcaster.Shutdown()
 	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: e.client.CoreV1().Events(e.cfg.Namespace)})
 	recorder := broadcaster.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "merlin"})

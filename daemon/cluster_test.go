@@ -1,0 +1,254 @@
+package daemon
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	kservev1beta1 "github.com/kserve/kserve/pkg/apis/serving/v1beta1"
+	coordinationv1 "k8s.io/api/coordination/v1"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"merlin.dev/merlin/gitsource/gittest"
+	"merlin.dev/merlin/internal/kubetest"
+	"merlin.dev/merlin/server"
+)
+
+func TestMain(m *testing.M) { kubetest.Main(m) }
+
+// useKubeconfig points KUBECONFIG at the test's API server, so the daemon
+// finds the cluster the way it does outside a pod.
+func useKubeconfig(t *testing.T, cfg *rest.Config) {
+	t.Helper()
+	kc := clientcmdapi.NewConfig()
+	kc.Clusters["test"] = &clientcmdapi.Cluster{Server: cfg.Host, CertificateAuthorityData: cfg.CAData}
+	kc.AuthInfos["test"] = &clientcmdapi.AuthInfo{ClientCertificateData: cfg.CertData, ClientKeyData: cfg.KeyData, Token: cfg.BearerToken}
+	kc.Contexts["test"] = &clientcmdapi.Context{Cluster: "test", AuthInfo: "test"}
+	kc.CurrentContext = "test"
+	path := filepath.Join(t.TempDir(), "kubeconfig")
+	if err := clientcmd.WriteToFile(*kc, path); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("KUBECONFIG", path)
+}
+
+// lockedBuffer collects a daemon's log, shown when the test fails.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// running is a daemon started by a test.
+type running struct {
+	d    *Daemon
+	api  string
+	stop context.CancelFunc
+	done chan error
+}
+
+func startDaemon(t *testing.T, name, config string) *running {
+	t.Helper()
+	cfg, err := ParseConfig(name+".yaml", []byte(config))
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs := &lockedBuffer{}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("daemon %s log:\n%s", name, logs)
+		}
+	})
+	d, err := New(cfg, Options{Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})).With("daemon", name)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &running{d: d, api: "http://" + d.APIAddr(), stop: cancel, done: make(chan error, 1)}
+	go func() { r.done <- d.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-r.done })
+	return r
+}
+
+func (r *running) identity() string { id, _ := r.d.Leader(); return id }
+
+func (r *running) leading() bool { _, l := r.d.Leader(); return l }
+
+// call makes one API request and decodes a JSON answer into out.
+func call(t *testing.T, method, url string, out any) *http.Response {
+	t.Helper()
+	req, err := http.NewRequest(method, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if out != nil {
+		if err := json.Unmarshal(body, out); err != nil {
+			t.Fatalf("%s %s: %d %s: %v", method, url, resp.StatusCode, body, err)
+		}
+	}
+	return resp
+}
+
+func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %s", what, d)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// TestClusterLeaderElection runs two daemons with target kubernetes against
+// a real API server and a real git repository. The first leads: it
+// reconciles and applies the model's InferenceService. The second stands
+// by: it serves /healthz and the API read-only, reconciles nothing, and
+// refuses commands with 503 naming the leader. When the first stops, it
+// releases the Lease and the second takes over within the lease duration,
+// reconciles from Git and applies the next commit.
+func TestClusterLeaderElection(t *testing.T) {
+	env := kubetest.Get(t)
+	models, leases := env.Namespace(t), env.Namespace(t)
+	useKubeconfig(t, env.Config)
+	repo := gittest.NewRepo(t)
+	repo.CommitDir("add iris", filepath.Join("..", "examples", "iris-sklearn"), "iris")
+
+	const leaseDuration = 15 * time.Second
+	config := func(stateDir string) string {
+		return fmt.Sprintf(`repositories: [{name: models, url: %q, interval: 1s}]
+target: kubernetes
+kubernetes:
+  namespace: %s
+  registry: registry.example.com/models
+  gateway: istio-system/ingressgateway
+  host: models.example.com
+  leaderElection: {namespace: %s, leaseDuration: %s, renewDeadline: 10s, retryPeriod: 250ms}
+local: {stateDir: %q}
+server: {listen: "127.0.0.1:0"}
+`, repo.Bare, models, leases, leaseDuration, stateDir)
+	}
+	isvcs := func() []string {
+		var list kservev1beta1.InferenceServiceList
+		if err := env.Client.List(context.Background(), &list, client.InNamespace(models), client.MatchingLabels{"merlin.dev/model": "iris-sklearn"}); err != nil {
+			t.Fatal(err)
+		}
+		var names []string
+		for _, o := range list.Items {
+			names = append(names, o.Name)
+		}
+		slices.Sort(names)
+		return names
+	}
+	holder := func() string { return leaseHolder(t, env, leases) }
+
+	a := startDaemon(t, "a", config(t.TempDir()))
+	eventually(t, time.Minute, "a applies the model", func() bool { return len(isvcs()) == 1 })
+	first := isvcs()[0]
+	if !a.leading() || holder() != a.identity() {
+		t.Fatalf("a applied but leads %v; Lease holder %q, a is %q", a.leading(), holder(), a.identity())
+	}
+
+	b := startDaemon(t, "b", config(t.TempDir()))
+	eventually(t, 30*time.Second, "b sees a lead", func() bool { return b.d.elector.Leader() == a.identity() })
+	if b.leading() {
+		t.Fatal("b leads while a holds the Lease")
+	}
+	if resp := call(t, "GET", b.api+"/healthz", nil); resp.StatusCode != http.StatusOK {
+		t.Errorf("follower /healthz = %d", resp.StatusCode)
+	}
+	var repos struct{ Repos []server.RepoView }
+	if resp := call(t, "GET", b.api+"/api/v1/repos", &repos); resp.StatusCode != http.StatusOK || resp.Header.Get("X-Merlin-Leader") != a.identity() {
+		t.Errorf("follower GET /api/v1/repos = %d, X-Merlin-Leader %q", resp.StatusCode, resp.Header.Get("X-Merlin-Leader"))
+	}
+	if len(repos.Repos) != 1 || repos.Repos[0].SHA != "" || len(repos.Repos[0].Models) != 0 {
+		t.Errorf("the follower reconciled: %+v", repos)
+	}
+	var refusal map[string]string
+	if resp := call(t, "POST", b.api+"/api/v1/models/iris-sklearn/pause", &refusal); resp.StatusCode != http.StatusServiceUnavailable || refusal["leader"] != a.identity() {
+		t.Errorf("follower POST pause = %d %v, want 503 naming %s", resp.StatusCode, refusal, a.identity())
+	}
+	eventually(t, time.Minute, "a's API lists the model", func() bool {
+		return call(t, "GET", a.api+"/api/v1/models/iris-sklearn", nil).StatusCode == http.StatusOK
+	})
+	if resp := call(t, "POST", a.api+"/api/v1/models/iris-sklearn/pause", nil); resp.StatusCode != http.StatusOK {
+		t.Errorf("leader POST pause = %d, want 200", resp.StatusCode)
+	}
+	call(t, "POST", a.api+"/api/v1/models/iris-sklearn/resume", nil)
+
+	a.stop()
+	if err := <-a.done; err != nil {
+		t.Fatalf("a.Run = %v", err)
+	}
+	a.done <- nil // for the cleanup
+	released := time.Now()
+	eventually(t, leaseDuration, "b takes over", func() bool { return b.leading() && holder() == b.identity() })
+	t.Logf("b led %s after a stopped", time.Since(released).Round(time.Millisecond))
+	eventually(t, time.Minute, "b reconciles", func() bool {
+		call(t, "GET", b.api+"/api/v1/repos", &repos)
+		return len(repos.Repos) == 1 && repos.Repos[0].SHA != ""
+	})
+
+	// b applies what is committed next.
+	repo.Commit("iris: log more", map[string]string{"iris/merlin.yaml": irisManifestWithEnv(t)})
+	eventually(t, time.Minute, "b applies the new version", func() bool { return len(isvcs()) == 2 })
+	if got := isvcs(); !slices.Contains(got, first) {
+		t.Errorf("InferenceServices %v lost %s while the new version is not ready", got, first)
+	}
+}
+
+func leaseHolder(t *testing.T, env *kubetest.Env, ns string) string {
+	t.Helper()
+	var l coordinationv1.Lease
+	if err := env.Client.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: DefaultLeaseName}, &l); err != nil {
+		return ""
+	}
+	return ptr.Deref(l.Spec.HolderIdentity, "")
+}
+
+// irisManifestWithEnv is the example's manifest with a serving setting
+// changed, which makes a new version.
+func irisManifestWithEnv(t *testing.T) string {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join("..", "examples", "iris-sklearn", "merlin.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := strings.Replace(string(data), "  protocol: v1\n", "  protocol: v1\n  env: [{name: LOG_LEVEL, value: debug}]\n", 1)
+	if out == string(data) {
+		t.Fatal("examples/iris-sklearn/merlin.yaml has no protocol line to add env after")
+	}
+	return out
+}
