@@ -22,11 +22,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"merlin.dev/merlin/builder"
+	"merlin.dev/merlin/daemon/leader"
 	"merlin.dev/merlin/gitsource"
 	"merlin.dev/merlin/metrics"
 	"merlin.dev/merlin/metrics/prom"
 	"merlin.dev/merlin/reconciler"
-	"merlin.dev/merlin/daemon/leader"
 	"merlin.dev/merlin/server"
 	"merlin.dev/merlin/target"
 	"merlin.dev/merlin/target/local"
