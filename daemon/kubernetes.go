@@ -156,9 +156,8 @@ func (l LeaderElection) validate(target string) []fieldProblem {
 	return out
 }
 
-// check validates the kubernetes block and positions each problem in the
-// file, as path:line:col: field: message.
-// position turns problems into file:line:col messages.
+// position places each problem in the file, as path:line:col: field:
+// message.
 func position(name string, data []byte, problems []fieldProblem) []string {
 	if len(problems) == 0 {
 		return nil
