@@ -202,6 +202,7 @@ func testNotReady(t *testing.T, h Harness, b Backend) {
 	if !errors.Is(err, target.ErrNotReady) {
 		t.Fatalf("apply with a broken version: %v, want an error wrapping ErrNotReady", err)
 	}
+	t.Logf("apply with a broken version: %v", err)
 	if !strings.Contains(err.Error(), bad.ID) {
 		t.Errorf("error %q does not name the version %s", err, bad.ID)
 	}
