@@ -47,6 +47,8 @@ type Config struct {
 	Paths []string
 	// StateDir holds the reconciler's state file.
 	StateDir string
+	// State, when set, keeps the state instead of the file in StateDir.
+	State StateStore
 	// Tick is how often rollouts are stepped. Default 1s.
 	Tick time.Duration
 	// ApplyTimeout bounds each call to the target. Default 5s.
@@ -69,7 +71,7 @@ type Reconciler struct {
 
 	commands chan commandReq
 	state    *repoState
-	path     string
+	store    StateStore
 
 	repoError  string
 	fileErrors map[string]string
@@ -96,15 +98,18 @@ func New(cfg Config, src Source, t target.Target, b *builder.Builder, m metrics.
 	if claims == nil {
 		claims = NewClaims()
 	}
-	p := filepath.Join(cfg.StateDir, "repos", cfg.Repo+".json")
-	st, err := loadState(p)
+	store := cfg.State
+	if store == nil {
+		store = FileStore{Path: filepath.Join(cfg.StateDir, "repos", cfg.Repo+".json")}
+	}
+	st, err := loadState(store)
 	if err != nil {
 		return nil, err
 	}
 	r := &Reconciler{
 		cfg: cfg, src: src, target: t, builder: b, metrics: m, claims: claims,
 		log: log.With("repo", cfg.Repo), now: time.Now,
-		commands: make(chan commandReq), state: st, path: p,
+		commands: make(chan commandReq), state: st, store: store,
 	}
 	for name := range st.Models {
 		claims.Claim(name, cfg.Repo)
@@ -331,7 +336,7 @@ func (r *Reconciler) prune(ctx context.Context, declared map[string]bool) {
 }
 
 func (r *Reconciler) save() {
-	if err := saveState(r.path, r.state); err != nil {
+	if err := saveState(r.store, r.state); err != nil {
 		r.log.Error("cannot save state", "err", err)
 	}
 }

@@ -73,29 +73,32 @@ func (m *modelState) record(now time.Time, events []rollout.Event) {
 	}
 }
 
-func loadState(path string) (*repoState, error) {
-	st := &repoState{Models: map[string]*modelState{}}
-	data, err := os.ReadFile(path)
-	if errors.Is(err, fs.ErrNotExist) {
-		return st, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("load state: %w", err)
-	}
-	if err := json.Unmarshal(data, st); err != nil {
-		return nil, fmt.Errorf("load state %s: %w", path, err)
-	}
-	if st.Models == nil {
-		st.Models = map[string]*modelState{}
-	}
-	return st, nil
+// StateStore keeps a reconciler's state between runs as an opaque blob.
+// The default is a file under Config.StateDir; on Kubernetes the daemon
+// passes a ConfigMap-backed store (target/kube.StateStore) so that a
+// daemon restarted elsewhere resumes.
+type StateStore interface {
+	// Load returns the saved blob, or nil when nothing was saved yet.
+	Load() ([]byte, error)
+	// Save replaces the saved blob.
+	Save(data []byte) error
 }
 
-func saveState(path string, st *repoState) error {
-	data, err := json.MarshalIndent(st, "", "  ")
-	if err != nil {
-		return err
+// FileStore keeps the state in one file, replaced atomically.
+type FileStore struct{ Path string }
+
+// Load implements StateStore.
+func (f FileStore) Load() ([]byte, error) {
+	data, err := os.ReadFile(f.Path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
 	}
+	return data, err
+}
+
+// Save implements StateStore.
+func (f FileStore) Save(data []byte) error {
+	path := f.Path
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return err
 	}
@@ -116,4 +119,30 @@ func saveState(path string, st *repoState) error {
 		return err
 	}
 	return os.Rename(tmp.Name(), path)
+}
+
+func loadState(store StateStore) (*repoState, error) {
+	st := &repoState{Models: map[string]*modelState{}}
+	data, err := store.Load()
+	if err != nil {
+		return nil, fmt.Errorf("load state: %w", err)
+	}
+	if len(data) == 0 {
+		return st, nil
+	}
+	if err := json.Unmarshal(data, st); err != nil {
+		return nil, fmt.Errorf("load state: %w", err)
+	}
+	if st.Models == nil {
+		st.Models = map[string]*modelState{}
+	}
+	return st, nil
+}
+
+func saveState(store StateStore, st *repoState) error {
+	data, err := json.MarshalIndent(st, "", "  ")
+	if err != nil {
+		return err
+	}
+	return store.Save(data)
 }

@@ -2,7 +2,9 @@ package kube
 
 import (
 	"context"
+	"bytes"
 	"fmt"
+	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -20,6 +22,9 @@ type StateStore struct {
 	c         client.Client
 	namespace string
 	name      string
+
+	mu   sync.Mutex
+	last []byte // the blob in the ConfigMap as last loaded or saved
 	// Timeout bounds each Load and Save. Default 10s.
 	Timeout time.Duration
 }
@@ -47,17 +52,30 @@ func (s *StateStore) Load() ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("load state from ConfigMap %s/%s: %w", s.namespace, s.name, explain(err))
 	}
-	if v, ok := cm.Data[stateKey]; ok {
-		return []byte(v), nil
+	data := []byte(cm.Data[stateKey])
+	s.mu.Lock()
+	s.last = data
+	s.mu.Unlock()
+	if len(data) == 0 {
+		return nil, nil
 	}
-	return nil, nil
+	return data, nil
 }
 
 // Save replaces the saved blob. The ConfigMap is created, then updated
 // with the resourceVersion read just before: should two daemons ever write
 // at once (a leader change), one gets a conflict instead of silently
 // overwriting the other's state.
+//
+// The reconciler saves after every loop iteration; a blob equal to the one
+// last loaded or saved is not written again, so an idle daemon does not
+// write to the API server every second.
 func (s *StateStore) Save(data []byte) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.last != nil && bytes.Equal(s.last, data) {
+		return nil
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), s.Timeout)
 	defer cancel()
 	var cm corev1.ConfigMap
@@ -81,5 +99,6 @@ func (s *StateStore) Save(data []byte) error {
 	if err != nil {
 		return fmt.Errorf("save state to ConfigMap %s/%s: %w", s.namespace, s.name, explain(err))
 	}
+	s.last = bytes.Clone(data)
 	return nil
 }
