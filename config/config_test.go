@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	kservev1beta1 "github.com/kserve/kserve/pkg/apis/serving/v1beta1"
 	appsv1 "k8s.io/api/apps/v1"
 	authorizationv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -17,6 +18,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+	"knative.dev/pkg/apis"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/kustomize/api/krusty"
 	"sigs.k8s.io/kustomize/kyaml/filesys"
@@ -24,6 +26,9 @@ import (
 	"merlin.dev/merlin/daemon"
 	"merlin.dev/merlin/daemon/leader"
 	"merlin.dev/merlin/internal/kubetest"
+	"merlin.dev/merlin/manifest"
+	"merlin.dev/merlin/target"
+	"merlin.dev/merlin/target/kube"
 )
 
 func TestMain(m *testing.M) { kubetest.Main(m) }
@@ -307,11 +312,11 @@ func TestRBAC(t *testing.T) {
 		}
 	}
 
+	targetAsServiceAccount(t, env)
+
 	// Leader election as the ServiceAccount: the Role is enough to take,
 	// hold and release the Lease the daemon's configuration names.
-	as := rest.CopyConfig(env.Config)
-	as.Impersonate = rest.ImpersonationConfig{UserName: serviceAccount, Groups: serviceAccountGroups}
-	e, err := leader.New(kubernetes.NewForConfigOrDie(as), leader.Config{
+	e, err := leader.New(kubernetes.NewForConfigOrDie(asServiceAccount(env)), leader.Config{
 		Namespace: "merlin-system", Name: daemon.DefaultLeaseName, Identity: "merlin-pod",
 		LeaseDuration: daemon.DefaultLeaseDuration, RenewDeadline: daemon.DefaultRenewDeadline, RetryPeriod: 250 * time.Millisecond,
 	}, nil)
@@ -333,5 +338,78 @@ func TestRBAC(t *testing.T) {
 	}
 	if l.Spec.HolderIdentity != nil && *l.Spec.HolderIdentity != "" {
 		t.Errorf("Lease still held by %q: the ServiceAccount could not release it", *l.Spec.HolderIdentity)
+	}
+}
+
+// asServiceAccount is the API server's address with the daemon's
+// ServiceAccount as the user.
+func asServiceAccount(env *kubetest.Env) *rest.Config {
+	as := rest.CopyConfig(env.Config)
+	as.Impersonate = rest.ImpersonationConfig{UserName: serviceAccount, Groups: serviceAccountGroups}
+	return as
+}
+
+// targetAsServiceAccount runs the kubernetes target as the ServiceAccount
+// through a whole model lifecycle: apply a version (InferenceService,
+// inventory ConfigMap, then the VirtualService once ready), apply a second
+// one and prune the first, report, delete. The RBAC must allow every call.
+// The test marks InferenceServices Ready, as KServe would.
+func targetAsServiceAccount(t *testing.T, env *kubetest.Env) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	kt, err := kube.New(asServiceAccount(env), kube.Options{
+		Namespace: "models", Host: "models.example.com", Gateway: "istio-system/ingressgateway",
+		Registry: "registry.example.com/models", PollInterval: 50 * time.Millisecond,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	markReady := func() {
+		var list kservev1beta1.InferenceServiceList
+		if err := env.Client.List(ctx, &list, client.InNamespace("models")); err != nil {
+			return
+		}
+		for i := range list.Items {
+			isvc := &list.Items[i]
+			if isvc.Status.ObservedGeneration == isvc.Generation {
+				continue
+			}
+			isvc.Status.Conditions = []apis.Condition{{Type: apis.ConditionReady, Status: corev1.ConditionTrue, LastTransitionTime: apis.VolatileTime{Inner: metav1.Now()}}}
+			isvc.Status.ObservedGeneration = isvc.Generation
+			_ = env.Client.Status().Update(ctx, isvc)
+		}
+	}
+	apply := func(digest string) {
+		t.Helper()
+		v := target.Version{ID: target.VersionID("rbac", digest), Model: "rbac", Digest: digest, Type: manifest.TypeSKLearn,
+			Protocol: manifest.ProtocolV1, StorageURI: "gs://bucket/rbac", Replicas: manifest.Replicas{Min: 1, Max: 1}}
+		done := make(chan error, 1)
+		go func() {
+			done <- kt.Apply(ctx, target.Deployment{Model: "rbac", Versions: []target.Version{v}, Traffic: map[string]int{v.ID: 100}})
+		}()
+		for {
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Fatalf("kubernetes target as the ServiceAccount: %v", err)
+				}
+				return
+			case <-time.After(50 * time.Millisecond):
+				markReady()
+			}
+		}
+	}
+	apply("aaaaaaaa11")
+	apply("bbbbbbbb22")
+	st, err := kt.Status(ctx)
+	if err != nil {
+		t.Fatalf("status as the ServiceAccount: %v", err)
+	}
+	if len(st) != 1 || len(st[0].Versions) != 1 || st[0].Versions[0].Version != "rbac-bbbbbbbb" {
+		t.Errorf("status as the ServiceAccount = %+v, want rbac-bbbbbbbb alone", st)
+	}
+	if err := kt.Delete(ctx, "rbac"); err != nil {
+		t.Fatalf("delete as the ServiceAccount: %v", err)
 	}
 }
