@@ -76,7 +76,7 @@ func (b *Builder) Build(fsys fs.FS, dir string, m *manifest.Model) (Result, erro
 	}
 	defer os.RemoveAll(tmp)
 	h := sha256.New()
-	io.WriteString(h, "merlin bundle v1\n")
+	h.Write([]byte("merlin bundle v1\n"))
 	for _, f := range files {
 		if err := copyHashed(fsys, path.Join(dir, f), filepath.Join(tmp, filepath.FromSlash(f)), f, h); err != nil {
 			return Result{}, fmt.Errorf("build %s: %w", m.Metadata.Name, err)
@@ -221,7 +221,7 @@ func checkMLmodel(fsys fs.FS, dir string, t manifest.ModelType) ([]string, error
 		Flavors map[string]yaml.Node `yaml:"flavors"`
 	}
 	if err := yaml.Unmarshal(data, &doc); err != nil {
-		return nil, fmt.Errorf("%s/MLmodel is not valid YAML: %v", dir, err)
+		return nil, fmt.Errorf("%s/MLmodel is not valid YAML: %w", dir, err)
 	}
 	flavors := make([]string, 0, len(doc.Flavors))
 	for f := range doc.Flavors {

@@ -60,7 +60,7 @@ func TestGitDaemonLifecycle(t *testing.T) {
 	m.eventually("the retrained version to serve", 60*time.Second, func() error {
 		a, err := m.predict(model, irisRows)
 		if err != nil || a.version == first.version {
-			return fmt.Errorf("still %s (%v)", a.version, err)
+			return fmt.Errorf("still %s (%w)", a.version, err)
 		}
 		second = a.version
 		return nil

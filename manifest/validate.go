@@ -103,7 +103,6 @@ func (c *checker) header() {
 }
 
 func (c *checker) source() {
-	s := c.m.Spec.Source
 	if !c.m.Set("spec") || !c.required("spec.source", "spec.source (one of mlflow, path, uri)") {
 		return
 	}
@@ -126,6 +125,12 @@ func (c *checker) source() {
 			c.atKey("spec.source."+f, "set exactly one of mlflow, path or uri (%s is set too)", set[0])
 		}
 	}
+	c.sourceValues()
+}
+
+// sourceValues checks the values of the source fields that are set.
+func (c *checker) sourceValues() {
+	s := c.m.Spec.Source
 	if c.m.Set("spec.source.mlflow") {
 		if err := checkMLflowURI(s.MLflow); err != "" {
 			c.at("spec.source.mlflow", "%s", err)
@@ -202,6 +207,11 @@ func (c *checker) serving() {
 			c.at(f, "must be greater than zero, got %s", q)
 		}
 	}
+	c.replicasAndEnv()
+}
+
+func (c *checker) replicasAndEnv() {
+	s := c.m.Spec
 	r := s.Replicas
 	switch {
 	case r.Min < 0:

@@ -28,14 +28,14 @@ type ModelStatus struct {
 	Strategy string `json:"strategy,omitempty"`
 	Steps    []int  `json:"steps,omitempty"`
 	// Desired is the version built from the branch head.
-	Desired    string          `json:"desired,omitempty"`
-	Rollout    rollout.State   `json:"rollout"`
-	Traffic    map[string]int  `json:"traffic"`
-	Mirror     string          `json:"mirror,omitempty"`
-	Error      string          `json:"error,omitempty"`
-	Held       bool            `json:"held,omitempty"`
-	Events     []TimedEvent    `json:"events,omitempty"`
-	Analysis   *rollout.Result `json:"analysis,omitempty"`
+	Desired  string          `json:"desired,omitempty"`
+	Rollout  rollout.State   `json:"rollout"`
+	Traffic  map[string]int  `json:"traffic"`
+	Mirror   string          `json:"mirror,omitempty"`
+	Error    string          `json:"error,omitempty"`
+	Held     bool            `json:"held,omitempty"`
+	Events   []TimedEvent    `json:"events,omitempty"`
+	Analysis *rollout.Result `json:"analysis,omitempty"`
 }
 
 // Status returns the latest snapshot.

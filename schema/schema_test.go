@@ -3,6 +3,7 @@ package schema
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"io"
 	"os"
 	"path/filepath"
@@ -48,7 +49,7 @@ func documents(t *testing.T, data []byte) []any {
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	for {
 		var v any
-		if err := dec.Decode(&v); err == io.EOF {
+		if err := dec.Decode(&v); errors.Is(err, io.EOF) {
 			return docs
 		} else if err != nil {
 			t.Fatal(err)

@@ -91,7 +91,7 @@ scrape_configs:
 				case <-exited:
 				case <-time.After(10 * time.Second):
 					_ = cmd.Process.Kill()
-					<-exited
+					_ = <-exited
 				}
 			})
 			c, err := api.NewClient(api.Config{Address: s.URL})
@@ -102,7 +102,7 @@ scrape_configs:
 			return s
 		}
 		_ = cmd.Process.Kill()
-		<-exited
+		_ = <-exited
 		if attempt == 2 {
 			t.Fatalf("prometheus did not start: %v\n%s", err, s.tail())
 		}
@@ -123,7 +123,7 @@ func (s *Server) waitReady(exited <-chan error) error {
 	for time.Now().Before(deadline) {
 		select {
 		case err := <-exited:
-			return fmt.Errorf("prometheus exited: %v", err)
+			return fmt.Errorf("prometheus exited: %w", err)
 		case <-time.After(100 * time.Millisecond):
 		}
 		resp, err := http.Get(s.URL + "/-/ready")

@@ -64,7 +64,7 @@ func requirePython(t *testing.T, modules ...string) {
 			}
 			var out []byte
 			if out, err = exec.Command(DefaultPython, "-c", code).CombinedOutput(); err != nil {
-				err = fmt.Errorf("%v: %s", err, lastLine(string(out)))
+				err = fmt.Errorf("%w: %s", err, lastLine(string(out)))
 			}
 		}
 		v, _ = pyModules.LoadOrStore(key, err)
@@ -535,7 +535,15 @@ func dialRaw(t *testing.T, addr string) *rawConn {
 	return &rawConn{c: c, r: bufio.NewReader(c)}
 }
 
-func (rc *rawConn) read(t *testing.T) (*http.Response, string) {
+// rawResp is a response read off a raw connection, body already consumed.
+type rawResp struct {
+	StatusCode int
+	Status     string
+	Header     http.Header
+	Close      bool
+}
+
+func (rc *rawConn) read(t *testing.T) (rawResp, string) {
 	t.Helper()
 	resp, err := http.ReadResponse(rc.r, nil)
 	if err != nil {
@@ -546,7 +554,7 @@ func (rc *rawConn) read(t *testing.T) (*http.Response, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return resp, string(b)
+	return rawResp{resp.StatusCode, resp.Status, resp.Header, resp.Close}, string(b)
 }
 
 func predictRequest(path, body, extra string) string {
@@ -617,7 +625,7 @@ func TestKeepAlive(t *testing.T) {
 		if resp.StatusCode != 200 || !resp.Close || body != `{"predictions": [0]}` {
 			t.Fatalf("%s close=%v %s", resp.Status, resp.Close, body)
 		}
-		if n, err := rc.r.Read(make([]byte, 1)); err != io.EOF {
+		if n, err := rc.r.Read(make([]byte, 1)); !errors.Is(err, io.EOF) {
 			t.Fatalf("connection still open after Connection: close (read %d, %v)", n, err)
 		}
 	})

@@ -1,0 +1,18 @@
+// Package local is the embedded local target: it serves models on this
+// machine with no cluster.
+//
+// Every version runs as its own supervised model-server process (the
+// Python server embedded in package modelserver, run by Debian's
+// /usr/bin/python3) on a loopback listener that Local owns, so a crashed or
+// idle-stopped server restarts on the same address and requests queued in
+// the listen backlog are not lost. A router (Local.ServeHTTP) in front of
+// them splits each model's requests across its versions by weight, sets
+// X-Merlin-Version, mirrors a share to a shadow version, samples a
+// canary's requests to the stable version to compare predictions, and
+// records per-version metrics.
+//
+// Local keeps its deployments and the pids and addresses of its servers
+// under StateDir: a daemon killed with -9 adopts the servers still running
+// when it restarts (checked by pid, command line and health), and one
+// stopped cleanly starts the same versions again with the same split.
+package local
