@@ -68,7 +68,7 @@ func Analyze(a *manifest.Analysis, w metrics.Window, now time.Time) Result {
 		if a.MaxLatencyP99 > 0 {
 			judge(Check{Name: "latencyP99", Value: ms(p99), Limit: ms(a.MaxLatencyP99.D()), Unit: "ms", OK: p99 <= a.MaxLatencyP99.D()})
 		}
-		judge(latencyRatio(a, p99, s))
+		judge(latencyRatio(a, c, s))
 	}
 	compared := c.Agree + c.Disagree
 	enoughCompared := true
@@ -108,21 +108,34 @@ func Analyze(a *manifest.Analysis, w metrics.Window, now time.Time) Result {
 	return r
 }
 
+// RatioOutliers is how many requests of the smaller side must lie above
+// the quantile the latency ratio compares. A p99 of fewer than 100
+// requests is their maximum: a single stalled request (a GC pause, a
+// descheduled process) decides it, and at a small canary step the
+// candidate has a tenth of the stable version's requests. So both sides
+// are compared at the same quantile, p99 or lower when the candidate has
+// few requests, and only a slowness shared by several requests fails.
+const RatioOutliers = 3
+
 // latencyRatio compares the candidate's p99 with the stable version's,
 // when the stable version served enough requests to have one.
-func latencyRatio(a *manifest.Analysis, candP99 time.Duration, s metrics.Snapshot) Check {
+func latencyRatio(a *manifest.Analysis, c, s metrics.Snapshot) Check {
 	ch := Check{Name: "latencyRatio", Limit: a.MaxLatencyRatio, OK: true}
 	if s.Requests < uint64(a.MinRequests) {
 		ch.Note = fmt.Sprintf("stable served %d requests; ratio not judged", s.Requests)
 		return ch
 	}
-	stableP99 := s.Quantile(0.99)
-	if stableP99 <= 0 {
+	q := 0.99
+	if n := min(c.Requests, s.Requests); n > 0 {
+		q = max(0.5, min(q, 1-RatioOutliers/float64(n)))
+	}
+	candQ, stableQ := c.Quantile(q), s.Quantile(q)
+	if stableQ <= 0 {
 		ch.Note = "no stable latency"
 		return ch
 	}
-	ch.Value = float64(candP99) / float64(stableP99)
-	ch.OK = ch.Value <= a.MaxLatencyRatio || candP99-stableP99 < LatencyNoiseFloor
+	ch.Value = float64(candQ) / float64(stableQ)
+	ch.OK = ch.Value <= a.MaxLatencyRatio || candQ-stableQ < LatencyNoiseFloor
 	return ch
 }
 

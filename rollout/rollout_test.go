@@ -323,6 +323,39 @@ func TestAnalyze(t *testing.T) {
 	}
 }
 
+// TestLatencyRatioSmallCanary: at a 10% step the candidate has a tenth of
+// the stable version's requests, so its p99 is its slowest request. One
+// stalled request must not fail it (it rolled good versions back in the
+// e2e benchmark); a slowness shared by several requests still does.
+func TestLatencyRatioSmallCanary(t *testing.T) {
+	a := &manifest.Analysis{MinRequests: 20, MaxErrorRate: 1, MaxLatencyRatio: 1.5, FailureLimit: 2}
+	win := func(candSlow int) metrics.Window {
+		var c, s metrics.Stats
+		for i := range 50 {
+			lat := 2 * time.Millisecond
+			if i < candSlow {
+				lat = 40 * time.Millisecond
+			}
+			c.Observe(200, lat)
+		}
+		for i := range 500 {
+			lat := 2 * time.Millisecond
+			if i < 2 {
+				lat = 40 * time.Millisecond
+			}
+			s.Observe(200, lat)
+		}
+		end := t0.Add(time.Minute)
+		return metrics.Window{Start: t0, End: end, Candidate: c.Snapshot(end), Stable: s.Snapshot(end)}
+	}
+	if r := Analyze(a, win(1), t0); r.Verdict != Pass {
+		t.Errorf("one stalled request of 50: %s %q", r.Verdict, r.Summary)
+	}
+	if r := Analyze(a, win(5), t0); r.Verdict != Fail || !strings.Contains(r.Summary, "latencyRatio") {
+		t.Errorf("5 slow requests of 50: %s %q", r.Verdict, r.Summary)
+	}
+}
+
 func BenchmarkStep(b *testing.B) {
 	sp := spec(manifest.StrategyCanary)
 	s := State{Stable: "m-1", Candidate: "m-2", Phase: Progressing, Weight: 10, Since: t0, Started: t0}
