@@ -1,0 +1,132 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"merlin.dev/merlin/reconciler"
+	"merlin.dev/merlin/rollout"
+	"merlin.dev/merlin/target"
+)
+
+// repoFixture is a reconciled repository with a fixed status; it records
+// the commands it receives.
+type repoFixture struct {
+	status   reconciler.Status
+	commands []string
+	err      error
+}
+
+func (r *repoFixture) Repo() string              { return r.status.Repo }
+func (r *repoFixture) Status() reconciler.Status { return r.status }
+func (r *repoFixture) Command(_ context.Context, model string, cmd rollout.Command) (reconciler.CommandResult, error) {
+	r.commands = append(r.commands, model+" "+string(cmd))
+	return reconciler.CommandResult{Model: model, Phase: rollout.Progressing}, r.err
+}
+
+// observed is a target whose Status is fixed; the server never changes
+// what a target runs.
+type observed []target.ModelStatus
+
+func (o observed) Apply(context.Context, target.Deployment) error {
+	return errors.New("the API must not apply")
+}
+func (o observed) Delete(context.Context, string) error { return errors.New("the API must not delete") }
+func (o observed) Status(context.Context) ([]target.ModelStatus, error) {
+	return o, nil
+}
+
+func newTestServer(t *testing.T) (*httptest.Server, *repoFixture) {
+	repo := &repoFixture{status: reconciler.Status{Repo: "models", Models: []reconciler.ModelStatus{
+		{Name: "iris", Repo: "models", File: "iris/merlin.yaml", Strategy: "canary", Steps: []int{10, 50, 100},
+			Rollout: rollout.State{Stable: "iris-aaaaaaaa", Candidate: "iris-bbbbbbbb", Phase: rollout.Progressing, Step: 1},
+			Traffic: map[string]int{"iris-aaaaaaaa": 50, "iris-bbbbbbbb": 50}},
+		{Name: "broken", Repo: "models", File: "broken/merlin.yaml", Strategy: "direct", Held: true,
+			Error:   "broken/merlin.yaml:9:3: spec.replica: unknown field",
+			Rollout: rollout.State{Stable: "broken-cccccccc", Phase: rollout.Idle}},
+	}}}
+	tg := observed{
+		{Model: "iris", Versions: []target.VersionStatus{
+			{Version: "iris-aaaaaaaa", Weight: 50, State: target.StateReady, Endpoint: "127.0.0.1:1"},
+			{Version: "iris-bbbbbbbb", Weight: 50, State: target.StateReady, Endpoint: "127.0.0.1:2"},
+		}},
+		{Model: "broken", Versions: []target.VersionStatus{{Version: "broken-cccccccc", Weight: 100, State: target.StateReady}}},
+	}
+	srv := httptest.NewServer(New(Options{Target: tg, Repos: []Repo{repo}, Version: "test"}))
+	t.Cleanup(srv.Close)
+	return srv, repo
+}
+
+func do(t *testing.T, method, url string) (int, string) {
+	t.Helper()
+	req, _ := http.NewRequest(method, url, nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+func TestModelsView(t *testing.T) {
+	srv, _ := newTestServer(t)
+	code, body := do(t, "GET", srv.URL+"/api/v1/models")
+	if code != 200 {
+		t.Fatalf("%d %s", code, body)
+	}
+	var out struct{ Models []ModelView }
+	if err := json.Unmarshal([]byte(body), &out); err != nil {
+		t.Fatal(err)
+	}
+	if len(out.Models) != 2 || out.Models[0].Name != "broken" || out.Models[1].Name != "iris" {
+		t.Fatalf("models not listed sorted by name: %s", body)
+	}
+	iris := out.Models[1]
+	if iris.Step != 2 || iris.Steps != 3 || iris.Phase != rollout.Progressing {
+		t.Errorf("iris step %d/%d phase %s, want 2/3 Progressing", iris.Step, iris.Steps, iris.Phase)
+	}
+	if len(iris.Versions) != 2 || iris.Versions[0].Role != "stable" || iris.Versions[1].Role != "candidate" ||
+		iris.Versions[1].Weight != 50 || iris.Versions[1].Endpoint != "127.0.0.1:2" || iris.Versions[1].State != target.StateReady {
+		t.Errorf("iris versions %+v", iris.Versions)
+	}
+	broken := out.Models[0]
+	if !broken.Held || !strings.HasPrefix(broken.LastError, "broken/merlin.yaml:9:3: ") || broken.Versions[0].Weight != 100 {
+		t.Errorf("held model view %+v", broken)
+	}
+}
+
+func TestModelAndCommandErrors(t *testing.T) {
+	srv, repo := newTestServer(t)
+	for _, tc := range []struct {
+		method, path string
+		code         int
+		want         string
+	}{
+		{"GET", "/api/v1/models/iris", 200, `"name":"iris"`},
+		{"GET", "/api/v1/models/nope", 404, "model nope not found"},
+		{"POST", "/api/v1/models/iris/promote", 200, `"phase":"Progressing"`},
+		{"POST", "/api/v1/models/iris/explode", 404, "unknown action explode"},
+		{"POST", "/api/v1/models/nope/rollback", 404, "model nope not found"},
+		{"GET", "/healthz", 200, "ok"},
+		{"GET", "/api/v1/repos", 200, `"repo": "models"`},
+	} {
+		code, body := do(t, tc.method, srv.URL+tc.path)
+		if code != tc.code || !strings.Contains(body, tc.want) {
+			t.Errorf("%s %s = %d %s, want %d …%s…", tc.method, tc.path, code, body, tc.code, tc.want)
+		}
+	}
+	if len(repo.commands) != 1 || repo.commands[0] != "iris promote" {
+		t.Errorf("commands reached the reconciler: %v", repo.commands)
+	}
+	repo.err = errors.New("nothing to promote")
+	if code, body := do(t, "POST", srv.URL+"/api/v1/models/iris/promote"); code != 409 || !strings.Contains(body, "nothing to promote") {
+		t.Errorf("refused command = %d %s, want 409", code, body)
+	}
+}
