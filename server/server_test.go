@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -72,6 +73,10 @@ func do(t *testing.T, method, url string) (int, string) {
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
+	var compact bytes.Buffer
+	if json.Compact(&compact, b) == nil {
+		b = compact.Bytes()
+	}
 	return resp.StatusCode, string(b)
 }
 
@@ -115,7 +120,7 @@ func TestModelAndCommandErrors(t *testing.T) {
 		{"POST", "/api/v1/models/iris/explode", 404, "unknown action explode"},
 		{"POST", "/api/v1/models/nope/rollback", 404, "model nope not found"},
 		{"GET", "/healthz", 200, "ok"},
-		{"GET", "/api/v1/repos", 200, `"repo": "models"`},
+		{"GET", "/api/v1/repos", 200, `"repo":"models"`},
 	} {
 		code, body := do(t, tc.method, srv.URL+tc.path)
 		if code != tc.code || !strings.Contains(body, tc.want) {
