@@ -46,7 +46,7 @@ func commands() []command {
 		{"pause", "MODEL", "pause a model's rollouts", runCommand("pause")},
 		{"resume", "MODEL", "resume a model's rollouts", runCommand("resume")},
 		{"validate", "[--format text|json] [PATH...]", "check merlin.yaml manifests (files or directories; PATH/... is accepted)", runValidate},
-		{"render", "[--target local] [PATH]", "print manifests with defaults applied", runRender},
+		{"render", "[--target local|kubernetes] [PATH]", "print manifests with defaults applied, or the kubernetes objects they deploy", runRender},
 		{"version", "", "print build information", runVersion},
 	}
 }

@@ -38,8 +38,9 @@ const (
 type Config struct {
 	// Namespace receives the objects. Required.
 	Namespace string
-	// Gateway is the Istio Gateway ("namespace/name") the VirtualService
-	// binds to; empty binds it to the mesh (sidecars) only.
+	// Gateway is the Istio Gateway ("namespace/name", or "name" in
+	// Namespace) the VirtualService binds to; empty binds it to the mesh
+	// (sidecars) only.
 	Gateway string
 	// Host is the host name clients use. Required.
 	Host string
@@ -62,8 +63,11 @@ func (c Config) Validate() error {
 	}
 	if c.Gateway != "" {
 		ns, name, ok := strings.Cut(c.Gateway, "/")
-		if !ok || validation.IsDNS1123Label(ns) != nil || validation.IsDNS1123Subdomain(name) != nil {
-			return fmt.Errorf("kubernetes gateway %q: want namespace/name, e.g. istio-system/ingressgateway", c.Gateway)
+		if !ok {
+			ns, name = c.Namespace, c.Gateway
+		}
+		if validation.IsDNS1123Label(ns) != nil || validation.IsDNS1123Subdomain(name) != nil {
+			return fmt.Errorf("kubernetes gateway %q: want [namespace/]name, e.g. istio-system/ingressgateway", c.Gateway)
 		}
 	}
 	return nil

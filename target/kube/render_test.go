@@ -185,7 +185,7 @@ func TestRenderErrors(t *testing.T) {
 		{"bad traffic", target.Deployment{Model: "fraud", Versions: []target.Version{sk}, Traffic: map[string]int{sk.ID: 50}}, testConfig, "adds up to 50%"},
 		{"no host", single(sk), Config{Namespace: "models"}, "host is required"},
 		{"bad namespace", single(sk), Config{Namespace: "Models", Host: "h"}, `namespace "Models"`},
-		{"bad gateway", single(sk), Config{Namespace: "models", Host: "h", Gateway: "ingressgateway"}, "want namespace/name"},
+		{"bad gateway", single(sk), Config{Namespace: "models", Host: "h", Gateway: "istio-system/Ingress"}, "want [namespace/]name"},
 	} {
 		_, err := Render(c.d, c.cfg)
 		if err == nil || !strings.Contains(err.Error(), c.want) {

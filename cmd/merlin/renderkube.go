@@ -1,0 +1,126 @@
+package main
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path"
+	"path/filepath"
+	"strings"
+
+	"merlin.dev/merlin/builder"
+	"merlin.dev/merlin/daemon"
+	"merlin.dev/merlin/manifest"
+	"merlin.dev/merlin/target"
+	"merlin.dev/merlin/target/kube"
+)
+
+// kubeRenderFlags are the kubernetes settings of `merlin render`: from the
+// daemon config's kubernetes block (--config), overridden by flags.
+type kubeRenderFlags struct {
+	config, namespace, gateway, host, registry string
+}
+
+func (k *kubeRenderFlags) settings() (kube.Config, error) {
+	var cfg kube.Config
+	if k.config != "" {
+		c, err := daemon.LoadConfig(k.config)
+		if err != nil {
+			return cfg, err
+		}
+		cfg = kube.Config{Namespace: c.Kubernetes.Namespace, Gateway: c.Kubernetes.Gateway, Host: c.Kubernetes.Host, Registry: c.Kubernetes.Registry}
+	}
+	for _, o := range []struct{ flag, dst *string }{
+		{&k.namespace, &cfg.Namespace}, {&k.gateway, &cfg.Gateway}, {&k.host, &cfg.Host}, {&k.registry, &cfg.Registry},
+	} {
+		if *o.flag != "" {
+			*o.dst = *o.flag
+		}
+	}
+	if cfg.Namespace == "" {
+		return cfg, fmt.Errorf("no namespace: pass --namespace or --config with a kubernetes block")
+	}
+	return cfg, cfg.Validate()
+}
+
+// renderKube prints, per model, the objects the kubernetes target applies
+// when the model is first deployed: its version's InferenceService and the
+// VirtualService sending it all traffic.
+//
+// Version IDs are what the daemon computes: for source.path models the
+// builder's content digest of the model directory and serving settings
+// (the storageUri is the modelcar image oci://<registry>/<model>:<digest>,
+// so --registry or the config's kubernetes.registry is needed). For
+// source.uri models the storageUri is the URI and the digest hashes the
+// URI with the serving settings, since the files are not fetched offline.
+// source.mlflow references are resolved against the tracking server by
+// the daemon; render refuses them rather than guess.
+func renderKube(stdout io.Writer, models []*manifest.Model, cfg kube.Config) error {
+	tmp, err := os.MkdirTemp("", "merlin-render-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(tmp)
+	b, err := builder.New(tmp)
+	if err != nil {
+		return err
+	}
+	for _, m := range models {
+		v, err := renderVersion(b, m)
+		if err != nil {
+			return err
+		}
+		objs, err := kube.Render(target.Deployment{Model: v.Model, Versions: []target.Version{v}, Traffic: map[string]int{v.ID: 100}}, cfg)
+		if err != nil {
+			return fmt.Errorf("%s: %w", m.File, err)
+		}
+		us, err := objs.Unstructured()
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "# %s (%s): version %s with 100%% of traffic\n", m.Metadata.Name, m.File, v.ID)
+		if err := kube.WriteYAML(stdout, us); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func renderVersion(b *builder.Builder, m *manifest.Model) (target.Version, error) {
+	v := target.Version{
+		Model: m.Metadata.Name, Type: m.Spec.Type, Protocol: m.Spec.Protocol, Image: m.Spec.Image,
+		Env: m.Spec.Env, Resources: m.Spec.Resources, Replicas: m.Spec.Replicas,
+		Labels: m.Metadata.Labels, Annotations: map[string]string{"merlin.dev/manifest": filepath.ToSlash(m.File)},
+	}
+	src := m.Spec.Source
+	switch {
+	case src.Path != "":
+		dir := filepath.Dir(m.File)
+		rel := path.Clean(src.Path)
+		if rel == ".." || strings.HasPrefix(rel, "../") || path.IsAbs(rel) {
+			return v, m.Errorf("spec.source.path", "%q points outside the manifest's directory", src.Path)
+		}
+		res, err := b.Build(os.DirFS(dir), rel, m)
+		if err != nil {
+			return v, err
+		}
+		v.Digest = res.Digest
+	case src.URI != "":
+		settings, _ := json.Marshal(struct {
+			URI      string
+			Type     manifest.ModelType
+			Protocol manifest.Protocol
+			Image    string
+			Env      []manifest.EnvVar
+		}{src.URI, m.Spec.Type, m.Spec.Protocol, m.Spec.Image, m.Spec.Env})
+		sum := sha256.Sum256(append([]byte("merlin uri v1\n"), settings...))
+		v.Digest, v.StorageURI = hex.EncodeToString(sum[:]), src.URI
+	default:
+		return v, m.Errorf("spec.source.mlflow", "render cannot resolve MLflow reference %q offline: the daemon resolves it against the tracking server to a storage URI and digest", src.MLflow)
+	}
+	v.ID = target.VersionID(v.Model, v.Digest)
+	return v, nil
+}
