@@ -92,7 +92,12 @@ func startDaemon(t *testing.T, name, config string) *running {
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &running{d: d, api: "http://" + d.APIAddr(), stop: cancel, done: make(chan error, 1)}
 	go func() { r.done <- d.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-r.done })
+	t.Cleanup(func() {
+		cancel()
+		if err := <-r.done; err != nil {
+			t.Errorf("daemon %s: Run = %v", name, err)
+		}
+	})
 	return r
 }
 
@@ -100,8 +105,9 @@ func (r *running) identity() string { id, _ := r.d.Leader(); return id }
 
 func (r *running) leading() bool { _, l := r.d.Leader(); return l }
 
-// call makes one API request and decodes a JSON answer into out.
-func call(t *testing.T, method, url string, out any) *http.Response {
+// call makes one API request, decodes a JSON answer into out, and returns
+// the status code and headers.
+func call(t *testing.T, method, url string, out any) (int, http.Header) {
 	t.Helper()
 	req, err := http.NewRequest(method, url, nil)
 	if err != nil {
@@ -118,7 +124,7 @@ func call(t *testing.T, method, url string, out any) *http.Response {
 			t.Fatalf("%s %s: %d %s: %v", method, url, resp.StatusCode, body, err)
 		}
 	}
-	return resp
+	return resp.StatusCode, resp.Header
 }
 
 func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
@@ -186,25 +192,26 @@ server: {listen: "127.0.0.1:0"}
 	if b.leading() {
 		t.Fatal("b leads while a holds the Lease")
 	}
-	if resp := call(t, "GET", b.api+"/healthz", nil); resp.StatusCode != http.StatusOK {
-		t.Errorf("follower /healthz = %d", resp.StatusCode)
+	if code, _ := call(t, "GET", b.api+"/healthz", nil); code != http.StatusOK {
+		t.Errorf("follower /healthz = %d", code)
 	}
 	var repos struct{ Repos []server.RepoView }
-	if resp := call(t, "GET", b.api+"/api/v1/repos", &repos); resp.StatusCode != http.StatusOK || resp.Header.Get("X-Merlin-Leader") != a.identity() {
-		t.Errorf("follower GET /api/v1/repos = %d, X-Merlin-Leader %q", resp.StatusCode, resp.Header.Get("X-Merlin-Leader"))
+	if code, h := call(t, "GET", b.api+"/api/v1/repos", &repos); code != http.StatusOK || h.Get("X-Merlin-Leader") != a.identity() {
+		t.Errorf("follower GET /api/v1/repos = %d, X-Merlin-Leader %q", code, h.Get("X-Merlin-Leader"))
 	}
 	if len(repos.Repos) != 1 || repos.Repos[0].SHA != "" || len(repos.Repos[0].Models) != 0 {
 		t.Errorf("the follower reconciled: %+v", repos)
 	}
 	var refusal map[string]string
-	if resp := call(t, "POST", b.api+"/api/v1/models/iris-sklearn/pause", &refusal); resp.StatusCode != http.StatusServiceUnavailable || refusal["leader"] != a.identity() {
-		t.Errorf("follower POST pause = %d %v, want 503 naming %s", resp.StatusCode, refusal, a.identity())
+	if code, _ := call(t, "POST", b.api+"/api/v1/models/iris-sklearn/pause", &refusal); code != http.StatusServiceUnavailable || refusal["leader"] != a.identity() {
+		t.Errorf("follower POST pause = %d %v, want 503 naming %s", code, refusal, a.identity())
 	}
 	eventually(t, time.Minute, "a's API lists the model", func() bool {
-		return call(t, "GET", a.api+"/api/v1/models/iris-sklearn", nil).StatusCode == http.StatusOK
+		code, _ := call(t, "GET", a.api+"/api/v1/models/iris-sklearn", nil)
+		return code == http.StatusOK
 	})
-	if resp := call(t, "POST", a.api+"/api/v1/models/iris-sklearn/pause", nil); resp.StatusCode != http.StatusOK {
-		t.Errorf("leader POST pause = %d, want 200", resp.StatusCode)
+	if code, _ := call(t, "POST", a.api+"/api/v1/models/iris-sklearn/pause", nil); code != http.StatusOK {
+		t.Errorf("leader POST pause = %d, want 200", code)
 	}
 	call(t, "POST", a.api+"/api/v1/models/iris-sklearn/resume", nil)
 

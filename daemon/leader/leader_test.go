@@ -257,7 +257,9 @@ func TestStopBeforeLeading(t *testing.T) {
 		t.Errorf("journal %q", got)
 	}
 	stopA()
-	<-doneA
+	if err := <-doneA; err != nil {
+		t.Error(err)
+	}
 }
 
 func TestConfigErrors(t *testing.T) {
