@@ -73,8 +73,8 @@ type Local struct {
 //	  namespace: models                       # required with target kubernetes: where InferenceServices,
 //	                                          # VirtualServices and rollout state go (a DNS-1123 label)
 //	  registry: registry.example.com/models   # where built model images are pushed; no scheme
-//	  gateway: istio-system/ingressgateway    # Istio Gateway the VirtualServices bind to, [namespace/]name;
-//	                                          # empty: reachable inside the mesh only
+//	  gateway: istio-system/ingressgateway    # Istio Gateway the VirtualServices bind to, [namespace/]name
+//	                                          # (no namespace: kubernetes.namespace); empty: inside the mesh only
 //	  host: models.example.com                # host the VirtualServices answer for; required with a gateway
 //	  leaderElection:                         # only the holder of a coordination.k8s.io Lease reconciles
 //	    enabled: true                         # default: true with target kubernetes

@@ -111,17 +111,17 @@ func checkHost(h string) string {
 	return ""
 }
 
-// checkGateway checks an Istio gateway reference, namespace/name (empty is
-// fine), and says what is wrong with it.
+// checkGateway checks an Istio gateway reference, [namespace/]name (empty
+// is fine; without a namespace, the models namespace), and says what is
+// wrong with it.
 func checkGateway(g string) string {
 	if g == "" {
 		return ""
 	}
 	ns, name, qualified := strings.Cut(g, "/")
 	if !qualified {
-		return "must name the gateway's namespace too: namespace/name, e.g. istio-system/ingressgateway"
-	}
-	if errs := validation.IsDNS1123Label(ns); len(errs) > 0 {
+		name = g
+	} else if errs := validation.IsDNS1123Label(ns); len(errs) > 0 {
 		return "has an invalid namespace: " + errs[0] + "; use namespace/name"
 	}
 	if errs := validation.IsDNS1123Subdomain(name); len(errs) > 0 {
