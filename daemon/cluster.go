@@ -11,6 +11,7 @@ import (
 
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/klog/v2"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	ctrlconfig "sigs.k8s.io/controller-runtime/pkg/client/config"
 
 	"merlin.dev/merlin/daemon/leader"
@@ -34,6 +35,11 @@ func (d *Daemon) connectCluster() error {
 		return err
 	}
 	d.target = kt
+	// Rollout state lives in the models namespace, so that whichever
+	// replica leads next resumes the rollouts.
+	if d.cluster, err = client.New(rc, client.Options{Scheme: kube.Scheme()}); err != nil {
+		return fmt.Errorf("target kubernetes: %w", err)
+	}
 	le := k.LeaderElection
 	if !le.On() {
 		return nil
@@ -53,6 +59,15 @@ func (d *Daemon) connectCluster() error {
 		LeaseDuration: le.LeaseDuration.D(), RenewDeadline: le.RenewDeadline.D(), RetryPeriod: le.RetryPeriod.D(),
 	}, d.log)
 	return err
+}
+
+// stateStore is where a repository's reconciler keeps its state: a
+// ConfigMap on a cluster, a file in the state directory otherwise (nil).
+func (d *Daemon) stateStore(repo string) (reconciler.StateStore, error) {
+	if d.cluster == nil {
+		return nil, nil
+	}
+	return kube.NewStateStore(d.cluster, d.cfg.Kubernetes.Namespace, repo)
 }
 
 // Leader reports this replica's identity and whether it leads; without

@@ -18,6 +18,7 @@ import (
 
 	kservev1beta1 "github.com/kserve/kserve/pkg/apis/serving/v1beta1"
 	coordinationv1 "k8s.io/api/coordination/v1"
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
@@ -210,10 +211,16 @@ server: {listen: "127.0.0.1:0"}
 		code, _ := call(t, "GET", a.api+"/api/v1/models/iris-sklearn", nil)
 		return code == http.StatusOK
 	})
+	// The leader takes the command. Its state goes to the cluster, and the
+	// follower must pick it up when it takes over (it did not exist when
+	// the follower started).
 	if code, _ := call(t, "POST", a.api+"/api/v1/models/iris-sklearn/pause", nil); code != http.StatusOK {
 		t.Errorf("leader POST pause = %d, want 200", code)
 	}
-	call(t, "POST", a.api+"/api/v1/models/iris-sklearn/resume", nil)
+	var state corev1.ConfigMap
+	if err := env.Client.Get(context.Background(), client.ObjectKey{Namespace: models, Name: "merlin-state-models"}, &state); err != nil {
+		t.Errorf("rollout state is not in the cluster: %v", err)
+	}
 
 	a.stop()
 	if err := <-a.done; err != nil {
@@ -227,6 +234,14 @@ server: {listen: "127.0.0.1:0"}
 		call(t, "GET", b.api+"/api/v1/repos", &repos)
 		return len(repos.Repos) == 1 && repos.Repos[0].SHA != ""
 	})
+
+	var model server.ModelView
+	if code, _ := call(t, "GET", b.api+"/api/v1/models/iris-sklearn", &model); code != http.StatusOK || !model.Paused {
+		t.Errorf("after the take-over b shows %d %+v; want the model paused, as a left it", code, model)
+	}
+	if code, _ := call(t, "POST", b.api+"/api/v1/models/iris-sklearn/resume", nil); code != http.StatusOK {
+		t.Errorf("new leader POST resume = %d, want 200", code)
+	}
 
 	// b applies what is committed next.
 	repo.Commit("iris: log more", map[string]string{"iris/merlin.yaml": irisManifestWithEnv(t)})

@@ -20,6 +20,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"merlin.dev/merlin/builder"
 	"merlin.dev/merlin/daemon/leader"
@@ -55,7 +56,9 @@ type Daemon struct {
 	local  *local.Local
 	// elector, when set, runs the reconcilers only while this replica
 	// holds the leader Lease (target kubernetes).
-	elector  *leader.Elector
+	elector *leader.Elector
+	// cluster, with target kubernetes, keeps the reconcilers' state.
+	cluster  client.Client
 	repos    []*repo
 	api      *server.Server
 	servers  []*http.Server
@@ -208,8 +211,12 @@ func (d *Daemon) newRepo(rc Repository) (*repo, error) {
 // state saved by the previous run (or the previous leader).
 func (d *Daemon) startReconcilers() error {
 	for _, r := range d.repos {
+		store, err := d.stateStore(r.cfg.Name)
+		if err != nil {
+			return err
+		}
 		rec, err := reconciler.New(reconciler.Config{
-			Repo: r.cfg.Name, URL: r.src.URL(), Paths: r.cfg.Paths, StateDir: d.stateDir, Tick: d.opts.Tick,
+			Repo: r.cfg.Name, URL: r.src.URL(), Paths: r.cfg.Paths, StateDir: d.stateDir, State: store, Tick: d.opts.Tick,
 		}, r.src, d.target, d.builder, d.provider, d.claims, d.log)
 		if err != nil {
 			return err
