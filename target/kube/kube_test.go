@@ -286,7 +286,15 @@ func TestAPIErrors(t *testing.T) {
 // nothing applied before is lost.
 func TestAPIServerOutage(t *testing.T) {
 	e := newKubeEnv(t)
-	k := e.target(t)
+	opts := e.opts()
+	// After the restart the API server and the stand-in controller need a
+	// moment before InferenceServices are marked again; the real KServe
+	// controller too.
+	opts.ReadyTimeout = 30 * time.Second
+	k, err := New(e.env.Config, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
 	v0, v1 := testVersion("iris", 0), testVersion("iris", 1)
 	applyOK(t, k, target.Deployment{Model: "iris", Versions: []target.Version{v0}, Traffic: map[string]int{v0.ID: 100}})
 	canary := target.Deployment{Model: "iris", Versions: []target.Version{v0, v1}, Traffic: map[string]int{v0.ID: 90, v1.ID: 10}}
@@ -321,7 +329,9 @@ func TestAPIServerOutage(t *testing.T) {
 	}
 	restarted = true
 	t.Logf("API server down for %s; %d failed attempts", time.Since(down).Round(time.Second), attempts)
+	back := time.Now()
 	applyOK(t, k, canary)
+	t.Logf("first Apply after the restart took %s", time.Since(back).Round(time.Millisecond))
 	st, err := k.Status(t.Context())
 	if err != nil {
 		t.Fatal(err)
