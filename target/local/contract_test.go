@@ -57,7 +57,7 @@ func TestContract(t *testing.T) {
 						cur.Close()
 					}
 					l, err := New(Options{
-						StateDir: dir, ReadyTimeout: 20 * time.Second, DrainTimeout: time.Second, StopTimeout: 5 * time.Second,
+						StateDir: dir, ReadyTimeout: 2 * time.Minute, DrainTimeout: time.Second, StopTimeout: 5 * time.Second,
 						Logger: slog.New(slog.DiscardHandler),
 					})
 					if err != nil {

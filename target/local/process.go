@@ -41,6 +41,10 @@ type process struct {
 	ready    chan struct{} // closed when the server is ready; replaced on restart
 	wake     chan struct{} // a request for an idle version
 	fatal    bool
+	// changed is closed and replaced whenever state or exits change.
+	changed chan struct{}
+	// exits counts the server's exits since it was last ready.
+	exits int
 
 	// listener is the socket the server accepts on. The daemon keeps it
 	// open across restarts and idle periods, so requests that arrive while
@@ -57,7 +61,7 @@ type process struct {
 func newProcess(l *Local, v target.Version) *process {
 	p := &process{
 		v: v, l: l, log: l.log.With("model", v.Model, "version", v.ID),
-		state: target.StateStarting, since: time.Now(),
+		state: target.StateStarting, since: time.Now(), changed: make(chan struct{}),
 		ready: make(chan struct{}), wake: make(chan struct{}, 1), done: make(chan struct{}),
 	}
 	p.lastUsed.Store(time.Now().UnixNano())
@@ -89,12 +93,23 @@ func (p *process) setState(s target.State, errMsg string) {
 	defer p.mu.Unlock()
 	if p.state != s {
 		p.since = time.Now()
+		p.changedLocked()
 		defer p.l.notify()
+	}
+	if s == target.StateReady {
+		p.exits = 0
 	}
 	p.state = s
 	if errMsg != "" || s == target.StateReady {
 		p.lastErr = errMsg
 	}
+}
+
+// changedLocked wakes everyone waiting for the process to change. The
+// caller holds p.mu.
+func (p *process) changedLocked() {
+	close(p.changed)
+	p.changed = make(chan struct{})
 }
 
 // resetReady arms a new ready channel once the current one has fired;
@@ -129,14 +144,21 @@ func (p *process) acquire() bool {
 
 func (p *process) release() { p.inflight.Add(-1) }
 
-// awaitReady blocks until the server is ready, waking an idle one.
+// crashLoop is how many exits without becoming ready make waiting for a
+// version pointless: its failure is reported instead of waiting out the
+// deadline while it keeps crashing.
+const crashLoop = 3
+
+// awaitReady blocks until the server is ready, waking an idle one. It
+// gives up when the server cannot run (a missing runtime or package) or
+// crash-loops.
 func (p *process) awaitReady(ctx context.Context) error {
 	for {
-		ch, state := p.readyCh()
-		if state == target.StateFailed {
-			p.mu.Lock()
-			msg := p.lastErr
-			p.mu.Unlock()
+		p.mu.Lock()
+		ch, changed, state, msg := p.ready, p.changed, p.state, p.lastErr
+		hopeless := p.fatal || p.exits >= crashLoop
+		p.mu.Unlock()
+		if state == target.StateFailed && hopeless {
 			return fmt.Errorf("%w: %s failed: %s", target.ErrNotReady, p.v.ID, msg)
 		}
 		if state == target.StateIdle {
@@ -148,13 +170,11 @@ func (p *process) awaitReady(ctx context.Context) error {
 		select {
 		case <-ch:
 			return nil
+		case <-changed:
 		case <-p.done:
 			return fmt.Errorf("version %s stopped", p.v.ID)
 		case <-ctx.Done():
-			p.mu.Lock()
-			msg := p.lastErr
-			p.mu.Unlock()
-			if msg != "" {
+			if msg = p.status().LastError; msg != "" {
 				return fmt.Errorf("%w: %s: %s", target.ErrNotReady, p.v.ID, msg)
 			}
 			return fmt.Errorf("%w: %s: %w", target.ErrNotReady, p.v.ID, ctx.Err())
@@ -187,6 +207,8 @@ func (p *process) run(ctx context.Context, adopted *record) {
 		}
 		p.mu.Lock()
 		p.restarts++
+		p.exits++
+		p.changedLocked()
 		p.resetReady()
 		p.mu.Unlock()
 		if permanent(exit) {
