@@ -142,23 +142,20 @@ for s in json.loads(sys.argv[2]):
 // Rollout settings used by the scenarios: 5 s steps (the minimum), two
 // failed checks to roll back, and a bar every good retrained iris model
 // clears (they agree with each other on ≥ 98% of the iris rows).
+//
+// The latency ratio (1.5) is judged in the bad-version scenarios and in
+// BenchmarkRollback, which counts the good versions it rolls back: at 1–5
+// ms latencies on a busy 2-CPU machine it fails a good version now and
+// then. The good-path scenarios test the rollout's mechanics, so they
+// leave the ratio loose and do not flake.
 const (
-	analysisYAML = `    analysis:
-      minRequests: 20
-      maxErrorRate: 1%
-      maxLatencyP99: 150ms
-      maxLatencyRatio: 1.5
-      minAgreement: 90%
-      failureLimit: 2
-`
-	canaryYAML = `    strategy: canary
-    steps: [10, 50, 100]
-    interval: 5s
-` + analysisYAML
-	manualYAML = canaryYAML + "    promotion: manual\n"
-	shadowYAML = `    strategy: shadow
-    interval: 5s
-` + analysisYAML
+	canaryYAML     = canarySteps + "    analysis: {" + analysisFlow + ", maxLatencyRatio: 1.5}\n"
+	goodCanaryYAML = canarySteps + "    analysis: {" + analysisFlow + ", maxLatencyRatio: 100}\n"
+	manualYAML     = goodCanaryYAML + "    promotion: manual\n"
+	shadowYAML     = "    strategy: shadow\n    interval: 5s\n    analysis: {" + analysisFlow + ", maxLatencyRatio: 1.5}\n"
+
+	canarySteps  = "    strategy: canary\n    steps: [10, 50, 100]\n    interval: 5s\n"
+	analysisFlow = "minRequests: 20, maxErrorRate: 1%, maxLatencyP99: 150ms, minAgreement: 90%, failureLimit: 2"
 )
 
 // modelSource stages a model directory and its merlin.yaml, ready for

@@ -171,11 +171,11 @@ func TestRolloutCanaryPromotes(t *testing.T) {
 	t.Parallel()
 	e := newRolloutEnv(t, 0)
 	const name = "good"
-	stable := e.stableIris(name, canaryYAML)
+	stable := e.stableIris(name, goodCanaryYAML)
 	retrained := trainIris(t, irisSpec{Seed: 7, C: 1})[0]
 	tr := startTraffic(t, e.m, name, loadRPS, loadWorkers)
 	time.Sleep(time.Second)
-	e.commit(name, "sklearn", retrained, canaryYAML)
+	e.commit(name, "sklearn", retrained, goodCanaryYAML)
 	cand := e.m.waitCandidate(name)
 
 	e.m.waitRollout(name, "canary step 1", 60*time.Second, atStep(cand, 1, 10))
@@ -302,8 +302,8 @@ func TestRolloutHoldsWithoutTraffic(t *testing.T) {
 	t.Parallel()
 	e := newRolloutEnv(t, 0)
 	const name = "quiet"
-	e.stableIris(name, canaryYAML)
-	e.commit(name, "sklearn", trainIris(t, irisSpec{Seed: 11, C: 1})[0], canaryYAML)
+	e.stableIris(name, goodCanaryYAML)
+	e.commit(name, "sklearn", trainIris(t, irisSpec{Seed: 11, C: 1})[0], goodCanaryYAML)
 	cand := e.m.waitCandidate(name)
 	e.m.waitRollout(name, "canary step 1", 60*time.Second, atStep(cand, 1, 10))
 	v := e.holdsFor(name, 12*time.Second, atStep(cand, 1, 10)) // more than two intervals
@@ -367,9 +367,9 @@ func TestRolloutKillMidCanary(t *testing.T) {
 	t.Parallel()
 	e := newRolloutEnv(t, 0)
 	const name = "restart"
-	stable := e.stableIris(name, canaryYAML)
+	stable := e.stableIris(name, goodCanaryYAML)
 	tr := startTraffic(t, e.m, name, loadRPS, loadWorkers)
-	e.commit(name, "sklearn", trainIris(t, irisSpec{Seed: 3, C: 1})[0], canaryYAML)
+	e.commit(name, "sklearn", trainIris(t, irisSpec{Seed: 3, C: 1})[0], goodCanaryYAML)
 	cand := e.m.waitCandidate(name)
 	e.m.waitRollout(name, "canary step 2", 60*time.Second, atStep(cand, 2, 50))
 	pids := modelServers(e.m.stateDir)
