@@ -1712,6 +1712,50 @@ def log(msg):
         pass
 
 
+def example_row(model_dir, model):
+    """One input row for warming the model up: the first row of MLflow's saved
+    input example, else zeros as wide as the model's features, else None."""
+    try:
+        with open(os.path.join(model_dir, "input_example.json"), "rb") as f:
+            doc = json.loads(f.read())
+        for key in ("inputs", "instances", "data"):
+            rows = doc.get(key) if isinstance(doc, dict) else None
+            if isinstance(rows, list) and rows and isinstance(rows[0], list):
+                return rows[0]
+    except (OSError, ValueError):
+        pass
+    n = model.n_features
+    if not n:
+        for t in _sig_tensors(model.signature.get("inputs"), "input") or []:
+            shape = t.get("shape") if isinstance(t, dict) else None
+            if isinstance(shape, list) and len(shape) == 2 and isinstance(shape[1], int) and shape[1] > 0:
+                n = shape[1]
+            break
+    return [0.0] * n if n else None
+
+
+WARM_UP_PREDICTIONS = 3
+
+
+def warm_up(app, model_dir):
+    """Runs a few predictions before the server reports ready, so that lazy
+    imports and first-call costs inside the ML library are not paid by the
+    first clients (a canary judged on its latency would look slow). Failures
+    are ignored: whether the model answers well is for the requests to show."""
+    try:
+        row = example_row(model_dir, app.model)
+    except Exception:  # noqa: BLE001
+        return
+    if row is None:
+        return
+    body = dumps({"instances": [row]})
+    for _ in range(WARM_UP_PREDICTIONS):
+        try:
+            app.v1_predict(body)
+        except Exception:  # noqa: BLE001
+            return
+
+
 # --------------------------------------------------------------------------
 # Process management
 
@@ -1912,6 +1956,11 @@ def main(argv=None):
         log("cannot load model %s: %s: %s" % (a.model_dir, type(e).__name__, str(e).replace("\n", " ")))
         return EXIT_LOAD_ERROR
     app = App(model, a.name, a.version)
+    warm_up(app, os.path.abspath(a.model_dir))
+    if a.workers <= 1:
+        import gc
+        gc.collect()
+        gc.freeze()  # the loaded model is long-lived: keep it out of every full collection
     addr = sock.getsockname()
     sys.stdout.write("merlin: model %s version %s ready: flavor %s, %s:%d, %d worker(s), pid %d, %.0f ms\n"
                      % (a.name, a.version, model.flavor, addr[0], addr[1], a.workers, os.getpid(),
