@@ -2,6 +2,7 @@ package kube
 
 import (
 	"context"
+	"maps"
 	"sync"
 	"testing"
 	"time"
@@ -24,7 +25,6 @@ type fakeKServe struct {
 
 	mu     sync.Mutex
 	broken map[string]bool
-	paused bool
 }
 
 func startFakeKServe(t *testing.T, c client.Client, ns string) *fakeKServe {
@@ -51,24 +51,14 @@ func (f *fakeKServe) setBroken(name string, broken bool) {
 	f.broken[name] = broken
 }
 
-// pause stops the controller from marking anything (a slow cluster).
-func (f *fakeKServe) pause(p bool) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.paused = p
-}
-
 func (f *fakeKServe) sync(ctx context.Context) {
 	var list kservev1beta1.InferenceServiceList
 	if err := f.c.List(ctx, &list, client.InNamespace(f.ns)); err != nil {
 		return // the API server may be down on purpose
 	}
 	f.mu.Lock()
-	broken, paused := f.broken, f.paused
+	broken := maps.Clone(f.broken)
 	f.mu.Unlock()
-	if paused {
-		return
-	}
 	for i := range list.Items {
 		isvc := &list.Items[i]
 		want := apis.Condition{Type: apis.ConditionReady, Status: corev1.ConditionTrue}

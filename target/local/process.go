@@ -389,13 +389,15 @@ func (p *process) sleepIdle(ctx context.Context) bool {
 // the grace period.
 func (p *process) terminate(pid int, exited <-chan error) {
 	_ = syscall.Kill(-pid, syscall.SIGTERM)
+	var err error
 	select {
-	case <-exited:
+	case err = <-exited:
 	case <-time.After(p.l.opts.StopTimeout):
 		p.log.Warn("model server did not stop in time; killing it", "pid", pid)
 		_ = syscall.Kill(-pid, syscall.SIGKILL)
-		<-exited
+		err = <-exited
 	}
+	p.log.Debug("model server exited", "pid", pid, "exit", err)
 }
 
 func (p *process) exitErr(err error, logStart int64) error {

@@ -87,12 +87,14 @@ scrape_configs:
 		if err == nil {
 			t.Cleanup(func() {
 				_ = cmd.Process.Signal(syscall.SIGTERM)
+				var err error
 				select {
-				case <-exited:
+				case err = <-exited:
 				case <-time.After(10 * time.Second):
 					_ = cmd.Process.Kill()
-					_ = <-exited
+					err = <-exited
 				}
+				t.Logf("prometheus exited: %v", err)
 			})
 			c, err := api.NewClient(api.Config{Address: s.URL})
 			if err != nil {
@@ -102,7 +104,7 @@ scrape_configs:
 			return s
 		}
 		_ = cmd.Process.Kill()
-		_ = <-exited
+		t.Logf("prometheus exited: %v", <-exited)
 		if attempt == 2 {
 			t.Fatalf("prometheus did not start: %v\n%s", err, s.tail())
 		}

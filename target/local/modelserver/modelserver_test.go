@@ -252,7 +252,7 @@ func tryCall(ctx context.Context, method, url, body string) (int, map[string]any
 	}
 	var out map[string]any
 	if err := json.Unmarshal(data, &out); err != nil {
-		return 0, nil, fmt.Errorf("%s %s: %d, body is not a JSON object: %v: %s", method, url, resp.StatusCode, err, data)
+		return 0, nil, fmt.Errorf("%s %s: %d, body is not a JSON object: %w: %s", method, url, resp.StatusCode, err, data)
 	}
 	return resp.StatusCode, out, nil
 }
