@@ -13,6 +13,7 @@ import (
 	"regexp"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -34,19 +35,26 @@ func BenchmarkRouterOverhead(b *testing.B) {
 	for _, workers := range []int{1, 2} {
 		direct, routed := benchDeploy(b, workers)
 		if workers == 1 {
+			// A plain TCP relay (no HTTP parsing, two io.Copy loops) in
+			// front of the same server is the floor any user-space hop
+			// pays on this machine: the router is judged against it too.
+			relayed := tcpRelay(b, direct)
 			const rounds, each = 5, 2 * time.Second
-			var d, r []time.Duration
-			var dn, rn time.Duration
+			var d, r, x []time.Duration
+			var dn, rn, xn time.Duration
 			for range rounds {
 				lat, took := loadC1(b, direct, each)
 				d, dn = append(d, lat...), dn+took
 				lat, took = loadC1(b, routed, each)
 				r, rn = append(r, lat...), rn+took
+				lat, took = loadC1(b, relayed, each)
+				x, xn = append(x, lat...), xn+took
 			}
 			drps, rrps := float64(len(d))/dn.Seconds(), float64(len(r))/rn.Seconds()
 			fmt.Printf("\nrouter overhead: iris predict, 1 model-server worker, concurrency 1, %d×%s interleaved\n", rounds, each)
 			fmt.Printf("  %-8s %9s %9s %9s\n", "", "req/s", "p50", "p99")
 			fmt.Printf("  %-8s %9.0f %9s %9s\n", "direct", drps, q(d, 0.50), q(d, 0.99))
+			fmt.Printf("  %-8s %9.0f %9s %9s   (TCP byte relay, no HTTP: the floor of any proxy hop)\n", "relay", float64(len(x))/xn.Seconds(), q(x, 0.50), q(x, 0.99))
 			fmt.Printf("  %-8s %9.0f %9s %9s\n", "router", rrps, q(r, 0.50), q(r, 0.99))
 			fmt.Printf("  %-8s %8.3f× %9s %9s   (targets: ≥ 0.95× throughput, ≤ +150µs p99)\n", "router/direct",
 				rrps/drps, "+"+(q(r, 0.50)-q(d, 0.50)).String(), "+"+(q(r, 0.99)-q(d, 0.99)).String())
@@ -165,4 +173,35 @@ func wrk(b *testing.B, url string) (float64, string) {
 	}
 	rps, _ := strconv.ParseFloat(string(m[1]), 64)
 	return rps, string(p[1]) + string(p[2])
+}
+
+// tcpRelay forwards bytes between each accepted connection and target's
+// host:port, and returns url rewritten to go through it.
+func tcpRelay(b *testing.B, url string) string {
+	host := strings.TrimPrefix(url, "http://")
+	host = host[:strings.IndexByte(host, '/')]
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				u, err := net.Dial("tcp", host)
+				if err != nil {
+					return
+				}
+				defer u.Close()
+				go func() { _, _ = io.Copy(u, c) }()
+				_, _ = io.Copy(c, u)
+			}()
+		}
+	}()
+	return strings.Replace(url, host, ln.Addr().String(), 1)
 }
