@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"merlin.dev/merlin/internal/atomicfile"
 	"merlin.dev/merlin/manifest"
 	"merlin.dev/merlin/rollout"
 	"merlin.dev/merlin/target"
@@ -102,23 +103,7 @@ func (f FileStore) Save(data []byte) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return err
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".state-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
+	return atomicfile.Write(path, data, 0o644)
 }
 
 func loadState(store StateStore) (*repoState, error) {

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"merlin.dev/merlin/internal/atomicfile"
 )
 
 // The local target keeps two kinds of state in StateDir:
@@ -131,27 +133,11 @@ func matches(r *record) bool {
 	return err == nil && bytes.Contains(cmdline, []byte("\x00--version\x00"+r.Version+"\x00"))
 }
 
-// writeJSON writes v atomically (temp file, fsync, rename).
+// writeJSON writes v atomically.
 func writeJSON(path string, v any) error {
 	data, err := json.MarshalIndent(v, "", "  ")
 	if err != nil {
 		return err
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(append(data, '\n')); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
+	return atomicfile.Write(path, append(data, '\n'), 0o644)
 }

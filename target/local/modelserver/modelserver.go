@@ -15,6 +15,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"merlin.dev/merlin/internal/atomicfile"
 )
 
 // Script is the model server's Python source (server.py).
@@ -69,23 +71,7 @@ func WriteScript(dir string) (string, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return "", fmt.Errorf("modelserver: %w", err)
 	}
-	tmp, err := os.CreateTemp(dir, ".server-*.py.tmp")
-	if err != nil {
-		return "", fmt.Errorf("modelserver: %w", err)
-	}
-	defer os.Remove(tmp.Name()) // no-op after a successful rename
-	if _, err := tmp.Write(Script); err != nil {
-		tmp.Close()
-		return "", fmt.Errorf("modelserver: writing %s: %w", tmp.Name(), err)
-	}
-	if err := tmp.Chmod(0o644); err != nil {
-		tmp.Close()
-		return "", fmt.Errorf("modelserver: %w", err)
-	}
-	if err := tmp.Close(); err != nil {
-		return "", fmt.Errorf("modelserver: writing %s: %w", tmp.Name(), err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
+	if err := atomicfile.Write(path, Script, 0o644); err != nil {
 		return "", fmt.Errorf("modelserver: %w", err)
 	}
 	return path, nil
