@@ -928,11 +928,11 @@ mlflow_version: 2.12.2
 			}
 		})
 	}
-	t.Run("shared testdata langchain", func(t *testing.T) {
+	t.Run("testdata langchain", func(t *testing.T) {
 		t.Parallel()
-		dir, _ := filepath.Abs("../../../../shared/testdata/mlflow/example_mlflow_2.12_langchain_model")
+		dir, _ := filepath.Abs("../../../testdata/mlflow/example_mlflow_2.12_langchain_model")
 		if _, err := os.Stat(filepath.Join(dir, "MLmodel")); err != nil {
-			t.Skipf("shared testdata not present: %v", err)
+			t.Fatalf("testdata missing: %v", err)
 		}
 		p := start(t, Options{ModelDir: dir})
 		if code := p.wait(t, 60*time.Second); code != ExitNoRuntime || !strings.Contains(p.output.String(), `flavor "langchain"`) {
@@ -951,7 +951,7 @@ func TestMLmodelParsing(t *testing.T) {
 		t.Fatal(err)
 	}
 	var files []string
-	for _, root := range []string{"../../../../shared/testdata/mlflow", "../../../examples"} {
+	for _, root := range []string{"../../../testdata/mlflow", "../../../examples"} {
 		_ = filepath.WalkDir(root, func(path string, d os.DirEntry, err error) error {
 			if err == nil && !d.IsDir() && (d.Name() == "MLmodel" || strings.HasSuffix(d.Name(), ".yaml")) {
 				files = append(files, path)
