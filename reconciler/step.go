@@ -64,10 +64,26 @@ func (r *Reconciler) stepModel(ctx context.Context, ms *modelState, seen map[str
 			r.log.Info("rollout", "model", ms.Name, "event", e.Kind, "version", e.Version, "reason", e.Reason)
 		}
 	}
+	prevSince := ms.State.Since
 	ms.State = next
 	ms.record(now, events)
 	r.apply(ctx, ms, now)
+	r.startWindow(ctx, ms, prevSince)
 	return events
+}
+
+// startWindow tells the metrics provider that a new analysis window began,
+// right after its weights were applied, so that the window counts from
+// now rather than from the next tick.
+func (r *Reconciler) startWindow(ctx context.Context, ms *modelState, prevSince time.Time) {
+	s := ms.State
+	if r.metrics == nil || s.Candidate == "" || s.Since.Equal(prevSince) ||
+		(s.Phase != rollout.Progressing && s.Phase != rollout.AwaitingPromotion) {
+		return
+	}
+	if _, err := r.metrics.Window(ctx, metrics.Query{Model: ms.Name, Candidate: s.Candidate, Stable: s.Stable, Since: s.Since}); err != nil {
+		r.log.Debug("cannot start the metrics window", "model", ms.Name, "err", err)
+	}
 }
 
 // observe gathers what the rollout state machine needs to know.

@@ -265,6 +265,11 @@ func (m *machine) deploying(o Observations) {
 	}
 }
 
+// WindowSlackPercent is how much shorter than the interval a measured
+// window may be and still count: metrics start counting when a step's
+// weights take effect, a moment after the step began.
+const WindowSlackPercent = 10
+
 func (m *machine) analyze(o Observations) {
 	s := &m.s
 	if m.now.Sub(s.Since) < m.spec.Interval.D() {
@@ -275,7 +280,7 @@ func (m *machine) analyze(o Observations) {
 		r = Result{Verdict: Inconclusive, Summary: "no metrics available", At: m.now}
 	} else {
 		r = Analyze(m.spec.Analysis, *o.Metrics, m.now)
-		if o.Metrics.Duration() < m.spec.Interval.D() && r.Verdict != Fail {
+		if o.Metrics.Duration() < m.spec.Interval.D()*(100-WindowSlackPercent)/100 && r.Verdict != Fail {
 			r.Verdict, r.Summary = Inconclusive, fmt.Sprintf("window measured for %s of %s", o.Metrics.Duration().Round(time.Second), m.spec.Interval.D())
 		}
 	}

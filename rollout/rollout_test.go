@@ -364,3 +364,22 @@ func BenchmarkStep(b *testing.B) {
 		Step(sp, s, o, t0.Add(10*time.Second))
 	}
 }
+
+// TestWindowSlack: a window that began a moment after the step (when the
+// weights took effect) still counts; one measured for much less does not.
+func TestWindowSlack(t *testing.T) {
+	sp := spec(manifest.StrategyCanary) // interval 10s
+	s := State{Stable: "m-1", Candidate: "m-2", Phase: Progressing, Step: 0, Weight: 10, Since: t0, Started: t0}
+	now := t0.Add(10 * time.Second)
+	for _, tc := range []struct {
+		measured time.Duration
+		advance  bool
+	}{{9500 * time.Millisecond, true}, {9 * time.Second, true}, {8 * time.Second, false}} {
+		w := *good
+		w.Start, w.End = now.Add(-tc.measured), now
+		next, _ := Step(sp, s, Observations{Desired: "m-2", CandidateReady: true, Metrics: &w}, now)
+		if advanced := next.Step == 1; advanced != tc.advance {
+			t.Errorf("window of %s: advanced %v, want %v (%s)", tc.measured, advanced, tc.advance, next.Reason)
+		}
+	}
+}
