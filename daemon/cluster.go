@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+	"time"
 
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/klog/v2"
@@ -30,7 +31,12 @@ func (d *Daemon) connectCluster() error {
 		return fmt.Errorf("target kubernetes: find the cluster (in a pod: its service account; outside: KUBECONFIG): %w", err)
 	}
 	k := d.cfg.Kubernetes
-	kt, err := kube.New(rc, kube.Options{Namespace: k.Namespace, Gateway: k.Gateway, Host: k.Host, Registry: k.Registry, Logger: d.log})
+	// Apply checks readiness once and reports ErrNotReady at once: the
+	// reconciler applies again on its next tick, so one slow predictor
+	// (an image pull, a scale-up) never holds up the other models, new
+	// revisions or commands.
+	kt, err := kube.New(rc, kube.Options{Namespace: k.Namespace, Gateway: k.Gateway, Host: k.Host, Registry: k.Registry,
+		ReadyTimeout: time.Millisecond, Logger: d.log})
 	if err != nil {
 		return err
 	}
