@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"strings"
 	"syscall"
@@ -94,8 +95,13 @@ func classifyFetchFailure(err error) fetchFailure {
 		dnsErr  *net.DNSError
 		httpErr *githttp.Err
 		netErr  net.Error
+		pathErr *fs.PathError
 	)
 	switch {
+	case errors.As(err, &pathErr):
+		// The local store (a syscall.Errno inside also passes for a
+		// net.Error, so this comes first).
+		return failLocal
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded),
 		errors.Is(err, ErrBranchNotFound), errors.Is(err, ErrAuthFailed),
 		errors.Is(err, transport.ErrRepositoryNotFound),

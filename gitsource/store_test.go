@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -62,9 +63,12 @@ func TestForcePushToUnfetchedAncestor(t *testing.T) {
 	mustChanged(t, src, b, a, "f", "g")
 }
 
-// TestRecloneFallback destroys the store's packs behind the Source's back so
-// the next incremental fetch cannot be completed; Fetch must re-clone.
-func TestRecloneFallback(t *testing.T) {
+// TestLostPacks destroys the store's packs behind the Source's back. The
+// next fetch must still give a complete revision: either the incremental
+// fetch cannot be completed and Fetch re-clones, or go-git, failing to read
+// its local history for the negotiation, fetches everything (which of the
+// two happens depends on what go-git had already read).
+func TestLostPacks(t *testing.T) {
 	t.Parallel()
 	repo := gittest.NewRepo(t)
 	_, url := gittest.StartDaemon(t, repo)
@@ -81,16 +85,11 @@ func TestRecloneFallback(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	// Forget the objects go-git still caches in memory from the first
-	// fetch: whether verification needs one of them is otherwise a race.
 	src.gen.wcache.Clear()
 	second := repo.Commit("second", map[string]string{"f": "2\n"})
 	mustFetch(t, src, second)
-	if !strings.Contains(logs.String(), "re-cloning") {
-		t.Fatalf("expected a re-clone, logs:\n%s", logs.String())
-	}
-	if src.gen.name == genBefore {
-		t.Fatal("store directory was not replaced")
+	if recloned := strings.Contains(logs.String(), "re-cloning"); recloned && src.gen.name == genBefore {
+		t.Fatal("re-cloned, but the store directory was not replaced")
 	}
 	mustRead(t, src, second, "big/unchanged.txt", "u\n")
 	// first's objects were lost with the packs: Changed degrades to "all".
@@ -101,10 +100,14 @@ func TestRecloneFallback(t *testing.T) {
 	if _, err := src.Tree(first); !errors.Is(err, ErrRevisionNotFound) {
 		t.Fatalf("Tree(first) = %v, want ErrRevisionNotFound", err)
 	}
-	// Later incremental fetches work on the new store.
+	// Later fetches work; the diff may still over-report (every path), which
+	// costs a rebuild check, never a missed change.
 	third := repo.Commit("third", map[string]string{"f": "3\n"})
 	mustFetch(t, src, third)
-	mustChanged(t, src, second, third, "f")
+	mustRead(t, src, third, "f", "3\n")
+	if paths, _, err := src.ChangedFull(testCtx(t), second, third); err != nil || !slices.Contains(paths, "f") {
+		t.Fatalf("ChangedFull(second, third) = %q, %v; want it to include f", paths, err)
+	}
 }
 
 func TestCompaction(t *testing.T) {
@@ -237,9 +240,43 @@ func TestClassifyFetchFailure(t *testing.T) {
 		{plumbing.ErrObjectNotFound, failLocal},
 		{storage.ErrReferenceHasChanged, failLocal},
 		{errors.New("malformed pack file"), failLocal},
+		{&fs.PathError{Op: "mkdir", Path: "objects/pack", Err: syscall.ENOTDIR}, failLocal}, // an Errno is a net.Error too
 	} {
 		if got := classifyFetchFailure(tc.err); got != tc.want {
 			t.Errorf("classifyFetchFailure(%v) = %d, want %d", tc.err, got, tc.want)
 		}
 	}
+}
+
+// TestRecloneFallback makes the store unwritable behind the Source's back
+// so the next incremental fetch fails locally; Fetch must re-clone into a
+// new store directory.
+func TestRecloneFallback(t *testing.T) {
+	t.Parallel()
+	repo := gittest.NewRepo(t)
+	_, url := gittest.StartDaemon(t, repo)
+	src, logs := newSource(t, url, nil)
+	first := repo.Commit("first", map[string]string{"big/unchanged.txt": "u\n", "f": "1\n"})
+	mustFetch(t, src, first)
+	genBefore := src.gen.name
+	packDir := filepath.Join(src.cfg.CacheDir, genBefore, "objects", "pack")
+	if err := os.RemoveAll(packDir); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(packDir, []byte("not a directory\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	src.gen.wcache.Clear()
+	second := repo.Commit("second", map[string]string{"f": "2\n"})
+	mustFetch(t, src, second)
+	if !strings.Contains(logs.String(), "re-cloning") {
+		t.Fatalf("expected a re-clone, logs:\n%s", logs.String())
+	}
+	if src.gen.name == genBefore {
+		t.Fatal("store directory was not replaced")
+	}
+	mustRead(t, src, second, "big/unchanged.txt", "u\n")
+	third := repo.Commit("third", map[string]string{"f": "3\n"})
+	mustFetch(t, src, third)
+	mustChanged(t, src, second, third, "f")
 }
