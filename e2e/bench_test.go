@@ -25,7 +25,7 @@ func BenchmarkRollback(b *testing.B) {
 	for range b.N {
 		load := loadAverage()
 		bad := benchBadVersions(b)
-		good := benchGoodRollouts(b, 4, 5)
+		good := []goodResult{benchGoodRollouts(b, 4, 5, "canary"), benchGoodRollouts(b, 4, 5, "shadow")}
 		printRollbackTable(b, bad, good, load+" → "+loadAverage())
 	}
 }
@@ -73,6 +73,7 @@ func benchBadVersions(b *testing.B) []badRow {
 
 // goodResult is the outcome of the good rollouts.
 type goodResult struct {
+	strategy                   string
 	models, rollouts, promoted int
 	rolledBack                 []string // version: reason
 	other                      []string // timeouts and errors
@@ -85,8 +86,9 @@ type goodResult struct {
 // benchGoodRollouts rolls `per` retrained iris models out one after the
 // other on each of `models` models at once, each model under its own load,
 // and counts the rollouts that were not promoted.
-func benchGoodRollouts(b *testing.B, models, per int) goodResult {
+func benchGoodRollouts(b *testing.B, models, per int, strategy string) goodResult {
 	b.Helper()
+	rollout := map[string]string{"canary": canaryYAML, "shadow": shadowYAML}[strategy]
 	e := newRolloutEnv(b, 0)
 	var specs []irisSpec
 	for i := range models * per {
@@ -95,13 +97,13 @@ func benchGoodRollouts(b *testing.B, models, per int) goodResult {
 	dirs := trainIris(b, specs...)
 	names := make([]string, models)
 	for i := range names {
-		names[i] = fmt.Sprintf("bench-good-%d", i)
-		e.commit(names[i], "sklearn", examplesDir(model)+"/model", canaryYAML)
+		names[i] = fmt.Sprintf("bench-good-%s-%d", strategy, i)
+		e.commit(names[i], "sklearn", examplesDir(model)+"/model", rollout)
 	}
 	for _, n := range names {
 		e.m.waitStable(n)
 	}
-	res := goodResult{models: models, rollouts: models * per}
+	res := goodResult{strategy: strategy, models: models, rollouts: models * per}
 	var loads []*traffic
 	for _, n := range names {
 		loads = append(loads, startTraffic(b, e.m, n, 100, 16))
@@ -120,7 +122,7 @@ func benchGoodRollouts(b *testing.B, models, per int) goodResult {
 	}
 	commitNext := func(i int) {
 		f := fs[i]
-		e.commit(names[i], "sklearn", dirs[i*per+f.next], canaryYAML)
+		e.commit(names[i], "sklearn", dirs[i*per+f.next], rollout)
 		f.next++
 		f.since = time.Now()
 	}
@@ -213,7 +215,7 @@ func loadAverage() string {
 	return "?"
 }
 
-func printRollbackTable(b *testing.B, bad []badRow, good goodResult, load string) {
+func printRollbackTable(b *testing.B, bad []badRow, goods []goodResult, load string) {
 	var out strings.Builder
 	fmt.Fprintf(&out, "\nRollback of bad versions (local target; interval 5s, failureLimit 2, steps 10/50/100, %d rps load; machine: %d CPUs, load average %s)\n",
 		loadRPS, runtime.NumCPU(), load)
@@ -238,6 +240,14 @@ func printRollbackTable(b *testing.B, bad []badRow, good goodResult, load string
 	}
 	tw.Flush()
 
+	for _, good := range goods {
+		printGood(b, &out, good)
+	}
+	fmt.Fprint(os.Stdout, out.String())
+}
+
+// printGood adds the false-rollback table of one strategy's good rollouts.
+func printGood(b *testing.B, out *strings.Builder, good goodResult) {
 	slices.Sort(good.durations)
 	median, worst := time.Duration(0), time.Duration(0)
 	if n := len(good.durations); n > 0 {
@@ -248,23 +258,22 @@ func printRollbackTable(b *testing.B, bad []badRow, good goodResult, load string
 		verdict = "MISSED"
 	}
 	if len(good.other) > 0 {
-		b.Errorf("good rollouts neither promoted nor rolled back: %q", good.other)
+		b.Errorf("good %s rollouts neither promoted nor rolled back: %q", good.strategy, good.other)
 	}
 	if good.failed != 0 {
-		b.Errorf("%d client requests failed during the good rollouts", good.failed)
+		b.Errorf("%d client requests failed during the good %s rollouts", good.failed, good.strategy)
 	}
-	fmt.Fprintf(&out, "\nFalse rollbacks: %d good rollouts (retrained iris, %d models at once, %.0f rps in all)\n", good.rollouts, good.models, good.rps)
-	tw = tabwriter.NewWriter(&out, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(out, "\nFalse rollbacks, %s: %d good rollouts (retrained iris, %d models at once, %.0f rps in all)\n", good.strategy, good.rollouts, good.models, good.rps)
+	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "promoted\trolled back\ttarget\tnot finished\tfailed analyses\tdeploy → promoted (median / max)\trequests\tfailed")
 	fmt.Fprintf(tw, "%d\t%d\t0 %s\t%d\t%d\t%.1fs / %.1fs\t%d\t%d\n", good.promoted, len(good.rolledBack), verdict, len(good.other),
 		good.failedWindows, median.Seconds(), worst.Seconds(), good.requests, good.failed)
 	tw.Flush()
 	for _, r := range good.rolledBack {
-		fmt.Fprintf(&out, "  rolled back: %s\n", r)
+		fmt.Fprintf(out, "  rolled back: %s\n", r)
 	}
 	for _, r := range good.other {
-		fmt.Fprintf(&out, "  not finished: %s\n", r)
+		fmt.Fprintf(out, "  not finished: %s\n", r)
 	}
-	b.ReportMetric(float64(len(good.rolledBack)), "false-rollbacks")
-	fmt.Fprint(os.Stdout, out.String())
+	b.ReportMetric(float64(len(good.rolledBack)), good.strategy+"-false-rollbacks")
 }
