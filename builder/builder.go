@@ -82,8 +82,7 @@ func (b *Builder) Build(fsys fs.FS, dir string, m *manifest.Model) (Result, erro
 			return Result{}, fmt.Errorf("build %s: %w", m.Metadata.Name, err)
 		}
 	}
-	settings, _ := json.Marshal(servingSettings(m))
-	h.Write(settings)
+	h.Write(Settings(m))
 	digest := hex.EncodeToString(h.Sum(nil))
 	bundle := filepath.Join(b.dir, digest)
 	if _, err := os.Stat(bundle); err == nil {
@@ -120,15 +119,17 @@ func (b *Builder) Prune(keep map[string]bool) error {
 	return nil
 }
 
-// servingSettings are the manifest fields that change what a model server
-// does with the same files; they are part of the digest.
-func servingSettings(m *manifest.Model) any {
-	return struct {
+// Settings encodes the manifest fields that change what a model server
+// does with the same files. They are part of the digest, and a change to
+// them alone means a new version.
+func Settings(m *manifest.Model) []byte {
+	b, _ := json.Marshal(struct {
 		Type     manifest.ModelType
 		Protocol manifest.Protocol
 		Image    string
 		Env      []manifest.EnvVar
-	}{m.Spec.Type, m.Spec.Protocol, m.Spec.Image, m.Spec.Env}
+	}{m.Spec.Type, m.Spec.Protocol, m.Spec.Image, m.Spec.Env})
+	return b
 }
 
 // list returns the regular files under dir, slash-separated and relative

@@ -222,7 +222,7 @@ func (r *Reconciler) declare(tree fs.FS, m *manifest.Model, sha string, changed 
 		ms.Held, ms.Error = true, err.Error()
 		return
 	}
-	settings := settingsKey(m)
+	settings := string(builder.Settings(m))
 	touched := full || ms.Desired == "" || ms.Dir != dir || ms.Settings != settings || touches(changed, dir)
 	ms.Rollout, ms.Held = m.Spec.Rollout, false
 	if !touched {
@@ -270,10 +270,6 @@ func (r *Reconciler) version(m *manifest.Model, digest, bundle, sha string) targ
 			"merlin.dev/git-repo": r.cfg.URL, "merlin.dev/git-commit": sha, "merlin.dev/manifest": m.File,
 		},
 	}
-}
-
-func settingsKey(m *manifest.Model) string {
-	return fmt.Sprintf("%s|%s|%s|%v", m.Spec.Type, m.Spec.Protocol, m.Spec.Image, m.Spec.Env)
 }
 
 // touches reports whether any changed path is dir or lies under it.

@@ -3,13 +3,10 @@ package main
 import (
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"io"
 	"os"
-	"path"
 	"path/filepath"
-	"strings"
 
 	"merlin.dev/merlin/builder"
 	"merlin.dev/merlin/daemon"
@@ -99,8 +96,8 @@ func renderVersion(b *builder.Builder, m *manifest.Model) (target.Version, error
 	switch {
 	case src.Path != "":
 		dir := filepath.Dir(m.File)
-		rel := path.Clean(src.Path)
-		if rel == ".." || strings.HasPrefix(rel, "../") || path.IsAbs(rel) {
+		rel, ok := manifest.SourceDir(".", src.Path)
+		if !ok {
 			return v, m.Errorf("spec.source.path", "%q points outside the manifest's directory", src.Path)
 		}
 		res, err := b.Build(os.DirFS(dir), rel, m)
@@ -109,14 +106,7 @@ func renderVersion(b *builder.Builder, m *manifest.Model) (target.Version, error
 		}
 		v.Digest = res.Digest
 	case src.URI != "":
-		settings, _ := json.Marshal(struct {
-			URI      string
-			Type     manifest.ModelType
-			Protocol manifest.Protocol
-			Image    string
-			Env      []manifest.EnvVar
-		}{src.URI, m.Spec.Type, m.Spec.Protocol, m.Spec.Image, m.Spec.Env})
-		sum := sha256.Sum256(append([]byte("merlin uri v1\n"), settings...))
+		sum := sha256.Sum256(fmt.Appendf(nil, "merlin uri v1\n%s\n%s", src.URI, builder.Settings(m)))
 		v.Digest, v.StorageURI = hex.EncodeToString(sum[:]), src.URI
 	default:
 		return v, m.Errorf("spec.source.mlflow", "render cannot resolve MLflow reference %q offline: the daemon resolves it against the tracking server to a storage URI and digest", src.MLflow)
