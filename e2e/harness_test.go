@@ -258,6 +258,22 @@ func (m *merlinProc) predict(model string, rows [][]float64) (answer, error) {
 	return post(m.models+"/v1/models/"+model+":predict", string(body))
 }
 
+// waitServing waits until name answers iris predictions with 200 and
+// returns that answer.
+func (m *merlinProc) waitServing(what, name string) answer {
+	m.t.Helper()
+	var a answer
+	m.eventually(what, 60*time.Second, func() error {
+		var err error
+		a, err = m.predict(name, irisRows)
+		if err == nil && a.code != http.StatusOK {
+			err = fmt.Errorf("%d %s", a.code, a.body)
+		}
+		return err
+	})
+	return a
+}
+
 // pythonPredict returns what the model's own predict() says for rows,
 // computed by Python on the pickled model.
 func pythonPredict(t testing.TB, modelDir string, rows [][]float64) string {

@@ -33,15 +33,7 @@ func TestGitDaemonLifecycle(t *testing.T) {
 	m.start()
 
 	// 1. The committed model serves Python's own predictions.
-	var first answer
-	m.eventually("the first version to serve", 60*time.Second, func() error {
-		a, err := m.predict(model, irisRows)
-		if err == nil && a.code != http.StatusOK {
-			err = fmt.Errorf("%d %s", a.code, a.body)
-		}
-		first = a
-		return err
-	})
+	first := m.waitServing("the first version to serve", model)
 	want := pythonPredict(t, filepath.Join(examplesDir(model), "model"), irisRows)
 	if got := predictions(t, first); got != normJSON(want) {
 		t.Fatalf("predictions %s, Python's model.predict says %s", got, want)
@@ -149,13 +141,7 @@ func TestSmartHTTP(t *testing.T) {
 	repo.CommitDir("add iris", examplesDir(model), model)
 	m := newMerlin(t, url)
 	m.start()
-	m.eventually("the model to serve over smart HTTP", 60*time.Second, func() error {
-		a, err := m.predict(model, irisRows)
-		if err == nil && a.code != 200 {
-			err = fmt.Errorf("%d %s", a.code, a.body)
-		}
-		return err
-	})
+	m.waitServing("the model to serve over smart HTTP", model)
 }
 
 // TestRestart restarts the daemon: after kill -9 the running model server
@@ -171,16 +157,7 @@ func TestRestart(t *testing.T) {
 	m.start()
 	serving := func() answer {
 		t.Helper()
-		var a answer
-		m.eventually("the model to serve", 60*time.Second, func() error {
-			var err error
-			a, err = m.predict(model, irisRows)
-			if err == nil && a.code != 200 {
-				err = fmt.Errorf("%d %s", a.code, a.body)
-			}
-			return err
-		})
-		return a
+		return m.waitServing("the model to serve", model)
 	}
 	before := serving()
 	pids := modelServers(m.stateDir)

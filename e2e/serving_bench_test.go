@@ -33,15 +33,7 @@ func BenchmarkCommitToServing(b *testing.B) {
 		repo.CommitDir("add iris", examplesDir(model), "models/"+model)
 		m := newMerlin(b, url)
 		m.start()
-		var version string
-		m.eventually("the first version to serve", 60*time.Second, func() error {
-			a, err := m.predict(model, irisRows)
-			if err == nil && a.code != 200 {
-				err = fmt.Errorf("%d %s", a.code, a.body)
-			}
-			version = a.version
-			return err
-		})
+		version := m.waitServing("the first version to serve", model).version
 
 		var took []time.Duration
 		for i, c := range models {

@@ -63,6 +63,18 @@ func TestForcePushToUnfetchedAncestor(t *testing.T) {
 	mustChanged(t, src, b, a, "f", "g")
 }
 
+// fetchedOverGitDaemon serves a new repository with git daemon and
+// fetches its first commit, which has a file the later commits keep.
+func fetchedOverGitDaemon(t *testing.T) (*gittest.Repo, *Source, *syncBuffer, string) {
+	t.Helper()
+	repo := gittest.NewRepo(t)
+	_, url := gittest.StartDaemon(t, repo)
+	src, logs := newSource(t, url, nil)
+	first := repo.Commit("first", map[string]string{"big/unchanged.txt": "u\n", "f": "1\n"})
+	mustFetch(t, src, first)
+	return repo, src, logs, first
+}
+
 // TestLostPacks destroys the store's packs behind the Source's back. The
 // next fetch must still give a complete revision: either the incremental
 // fetch cannot be completed and Fetch re-clones, or go-git, failing to read
@@ -70,11 +82,7 @@ func TestForcePushToUnfetchedAncestor(t *testing.T) {
 // two happens depends on what go-git had already read).
 func TestLostPacks(t *testing.T) {
 	t.Parallel()
-	repo := gittest.NewRepo(t)
-	_, url := gittest.StartDaemon(t, repo)
-	src, logs := newSource(t, url, nil)
-	first := repo.Commit("first", map[string]string{"big/unchanged.txt": "u\n", "f": "1\n"})
-	mustFetch(t, src, first)
+	repo, src, logs, first := fetchedOverGitDaemon(t)
 	genBefore := src.gen.name
 	packs, err := filepath.Glob(filepath.Join(src.cfg.CacheDir, genBefore, "objects", "pack", "*"))
 	if err != nil || len(packs) == 0 {
@@ -253,11 +261,7 @@ func TestClassifyFetchFailure(t *testing.T) {
 // new store directory.
 func TestRecloneFallback(t *testing.T) {
 	t.Parallel()
-	repo := gittest.NewRepo(t)
-	_, url := gittest.StartDaemon(t, repo)
-	src, logs := newSource(t, url, nil)
-	first := repo.Commit("first", map[string]string{"big/unchanged.txt": "u\n", "f": "1\n"})
-	mustFetch(t, src, first)
+	repo, src, logs, _ := fetchedOverGitDaemon(t)
 	genBefore := src.gen.name
 	packDir := filepath.Join(src.cfg.CacheDir, genBefore, "objects", "pack")
 	if err := os.RemoveAll(packDir); err != nil {
