@@ -36,9 +36,9 @@ test: ## install test dependencies (apt, kube-apiserver) and run every test
 bench: ## print the performance figures (about 10 minutes; uses real model servers and git daemon)
 	@hack/test-deps.sh --no-kube
 	@echo "== model server: iris predict through Go's HTTP client"
-	$(GO) test ./target/local/modelserver -run '^$$' -bench BenchmarkPredict -benchtime 3s
+	$(GO) test ./serving/local/modelserver -run '^$$' -bench BenchmarkPredict -benchtime 3s
 	@echo "== router overhead"
-	$(GO) test ./target/local -run '^$$' -bench BenchmarkRouterOverhead -benchtime 1x | grep -v '^[0-9/: ]*INFO'
+	$(GO) test ./serving/local -run '^$$' -bench BenchmarkRouterOverhead -benchtime 1x | grep -v '^[0-9/: ]*INFO'
 	@echo "== commit → serving"
 	$(GO) test ./e2e -run '^$$' -bench BenchmarkCommitToServing -benchtime 1x -timeout 15m
 	@echo "== rollbacks"

@@ -27,8 +27,8 @@ import (
 	"merlin.dev/merlin/daemon/leader"
 	"merlin.dev/merlin/internal/kubetest"
 	"merlin.dev/merlin/manifest"
-	"merlin.dev/merlin/target"
-	"merlin.dev/merlin/target/kube"
+	"merlin.dev/merlin/serving"
+	"merlin.dev/merlin/serving/kube"
 )
 
 func TestMain(m *testing.M) { kubetest.Main(m) }
@@ -382,11 +382,11 @@ func targetAsServiceAccount(t *testing.T, env *kubetest.Env) {
 	}
 	apply := func(digest string) {
 		t.Helper()
-		v := target.Version{ID: target.VersionID("rbac", digest), Model: "rbac", Digest: digest, Type: manifest.TypeSKLearn,
+		v := serving.Version{ID: serving.VersionID("rbac", digest), Model: "rbac", Digest: digest, Type: manifest.TypeSKLearn,
 			Protocol: manifest.ProtocolV1, StorageURI: "gs://bucket/rbac", Replicas: manifest.Replicas{Min: 1, Max: 1}}
 		done := make(chan error, 1)
 		go func() {
-			done <- kt.Apply(ctx, target.Deployment{Model: "rbac", Versions: []target.Version{v}, Traffic: map[string]int{v.ID: 100}})
+			done <- kt.Apply(ctx, serving.Deployment{Model: "rbac", Versions: []serving.Version{v}, Traffic: map[string]int{v.ID: 100}})
 		}()
 		for {
 			select {

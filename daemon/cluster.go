@@ -18,7 +18,7 @@ import (
 	"merlin.dev/merlin/daemon/leader"
 	"merlin.dev/merlin/reconciler"
 	"merlin.dev/merlin/rollout"
-	"merlin.dev/merlin/target/kube"
+	"merlin.dev/merlin/serving/kube"
 )
 
 // connectCluster builds the kubernetes target and, when enabled, the

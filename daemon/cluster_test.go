@@ -25,7 +25,7 @@ import (
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	"merlin.dev/merlin/gitsource/gittest"
+	"merlin.dev/merlin/internal/gittest"
 	"merlin.dev/merlin/internal/kubetest"
 	"merlin.dev/merlin/server"
 )

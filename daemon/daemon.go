@@ -29,8 +29,8 @@ import (
 	"merlin.dev/merlin/metrics/prom"
 	"merlin.dev/merlin/reconciler"
 	"merlin.dev/merlin/server"
-	"merlin.dev/merlin/target"
-	"merlin.dev/merlin/target/local"
+	"merlin.dev/merlin/serving"
+	"merlin.dev/merlin/serving/local"
 )
 
 // Options tune a daemon beyond its configuration.
@@ -52,7 +52,7 @@ type Daemon struct {
 	log  *slog.Logger
 	// target serves the models: local (processes behind local's router)
 	// or kubernetes (local is nil).
-	target target.Target
+	target serving.Target
 	local  *local.Local
 	// elector, when set, runs the reconcilers only while this replica
 	// holds the leader Lease (target kubernetes).

@@ -17,7 +17,7 @@ import (
 	"testing"
 	"time"
 
-	"merlin.dev/merlin/gitsource/gittest"
+	"merlin.dev/merlin/internal/gittest"
 )
 
 // bin is the merlin binary under test, built once by TestMain.

@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"merlin.dev/merlin/gitsource/gittest"
+	"merlin.dev/merlin/internal/gittest"
 )
 
 // The rollout scenarios: real daemons, real git servers and real Python

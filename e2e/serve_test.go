@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"merlin.dev/merlin/gitsource/gittest"
+	"merlin.dev/merlin/internal/gittest"
 )
 
 var irisRows = [][]float64{{5.1, 3.5, 1.4, 0.2}, {6.7, 3.0, 5.2, 2.3}, {5.9, 3.0, 4.2, 1.5}, {6.0, 2.2, 5.0, 1.5}, {4.9, 2.5, 4.5, 1.7}}

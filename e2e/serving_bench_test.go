@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"merlin.dev/merlin/gitsource/gittest"
+	"merlin.dev/merlin/internal/gittest"
 )
 
 // BenchmarkCommitToServing measures, over 10 commits of retrained models

@@ -11,7 +11,7 @@ import (
 	"sync"
 	"testing"
 
-	"merlin.dev/merlin/gitsource/gittest"
+	"merlin.dev/merlin/internal/gittest"
 )
 
 // The git servers themselves (git daemon, smart HTTP) are in package

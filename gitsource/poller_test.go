@@ -3,7 +3,7 @@ package gitsource
 import (
 	"context"
 	"errors"
-	"merlin.dev/merlin/gitsource/gittest"
+	"merlin.dev/merlin/internal/gittest"
 	"slices"
 	"strconv"
 	"strings"

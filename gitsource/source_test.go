@@ -6,7 +6,7 @@ import (
 	"errors"
 	"io/fs"
 	"log/slog"
-	"merlin.dev/merlin/gitsource/gittest"
+	"merlin.dev/merlin/internal/gittest"
 	"os/exec"
 	"slices"
 	"strings"

@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"merlin.dev/merlin/gitsource/gittest"
+	"merlin.dev/merlin/internal/gittest"
 	"net"
 	"os"
 	"path/filepath"

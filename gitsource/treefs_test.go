@@ -4,7 +4,7 @@ import (
 	"errors"
 	"io"
 	"io/fs"
-	"merlin.dev/merlin/gitsource/gittest"
+	"merlin.dev/merlin/internal/gittest"
 	"os"
 	"path/filepath"
 	"slices"

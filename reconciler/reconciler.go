@@ -28,7 +28,7 @@ import (
 	"merlin.dev/merlin/gitsource"
 	"merlin.dev/merlin/manifest"
 	"merlin.dev/merlin/metrics"
-	"merlin.dev/merlin/target"
+	"merlin.dev/merlin/serving"
 )
 
 // Source is the part of a git source the reconciler reads.
@@ -62,7 +62,7 @@ type Config struct {
 type Reconciler struct {
 	cfg     Config
 	src     Source
-	target  target.Target
+	target  serving.Target
 	builder *builder.Builder
 	metrics metrics.Provider
 	claims  *Claims
@@ -82,7 +82,7 @@ type Reconciler struct {
 
 // New returns a reconciler; state from a previous run is loaded from
 // StateDir, so rollouts resume where they were.
-func New(cfg Config, src Source, t target.Target, b *builder.Builder, m metrics.Provider, claims *Claims, log *slog.Logger) (*Reconciler, error) {
+func New(cfg Config, src Source, t serving.Target, b *builder.Builder, m metrics.Provider, claims *Claims, log *slog.Logger) (*Reconciler, error) {
 	if cfg.Tick == 0 {
 		cfg.Tick = time.Second
 	}
@@ -208,7 +208,7 @@ func (r *Reconciler) declare(tree fs.FS, m *manifest.Model, sha string, changed 
 	}
 	ms := r.state.Models[name]
 	if ms == nil {
-		ms = &modelState{Name: name, Versions: map[string]target.Version{}}
+		ms = &modelState{Name: name, Versions: map[string]serving.Version{}}
 		r.state.Models[name] = ms
 	}
 	ms.File = m.File
@@ -257,13 +257,13 @@ func (r *Reconciler) sourceDir(m *manifest.Model) (string, error) {
 	return dir, nil
 }
 
-func (r *Reconciler) version(m *manifest.Model, digest, bundle, sha string) target.Version {
+func (r *Reconciler) version(m *manifest.Model, digest, bundle, sha string) serving.Version {
 	labels := map[string]string{}
 	for k, v := range m.Metadata.Labels {
 		labels[k] = v
 	}
-	return target.Version{
-		ID: target.VersionID(m.Metadata.Name, digest), Model: m.Metadata.Name, Digest: digest,
+	return serving.Version{
+		ID: serving.VersionID(m.Metadata.Name, digest), Model: m.Metadata.Name, Digest: digest,
 		Type: m.Spec.Type, Protocol: m.Spec.Protocol, Bundle: bundle, Image: m.Spec.Image,
 		Env: m.Spec.Env, Resources: m.Spec.Resources, Replicas: m.Spec.Replicas, Labels: labels,
 		Annotations: map[string]string{

@@ -12,7 +12,7 @@ import (
 	"merlin.dev/merlin/internal/atomicfile"
 	"merlin.dev/merlin/manifest"
 	"merlin.dev/merlin/rollout"
-	"merlin.dev/merlin/target"
+	"merlin.dev/merlin/serving"
 )
 
 // repoState is what the reconciler remembers about a repository across
@@ -38,7 +38,7 @@ type modelState struct {
 	SHA string `json:"sha,omitempty"`
 	// Versions are the builds the rollout refers to (stable, candidate,
 	// previous, desired).
-	Versions map[string]target.Version `json:"versions"`
+	Versions map[string]serving.Version `json:"versions"`
 	Rollout  manifest.Rollout          `json:"rollout"`
 	State    rollout.State             `json:"state"`
 	// Error is the last problem with the model: a manifest error
@@ -51,7 +51,7 @@ type modelState struct {
 	Events []TimedEvent `json:"events,omitempty"`
 
 	// applied is the last deployment the target accepted; appliedAt when.
-	applied   *target.Deployment
+	applied   *serving.Deployment
 	appliedAt time.Time
 	// command waits for the next rollout step.
 	command rollout.Command
@@ -76,7 +76,7 @@ func (m *modelState) record(now time.Time, events []rollout.Event) {
 
 // StateStore keeps a reconciler's state between runs as an opaque blob.
 // The default is a file under Config.StateDir; on Kubernetes the daemon
-// passes a ConfigMap-backed store (target/kube.StateStore) so that a
+// passes a ConfigMap-backed store (serving/kube.StateStore) so that a
 // daemon restarted elsewhere resumes.
 type StateStore interface {
 	// Load returns the saved blob, or nil when nothing was saved yet.

@@ -11,7 +11,7 @@ import (
 
 	"merlin.dev/merlin/metrics"
 	"merlin.dev/merlin/rollout"
-	"merlin.dev/merlin/target"
+	"merlin.dev/merlin/serving"
 )
 
 // RolloutEvents counts rollout transitions, by model and kind (deploy,
@@ -34,15 +34,15 @@ func (r *Reconciler) stepAll(ctx context.Context) {
 }
 
 // observeTarget returns the target's versions by model and version.
-func (r *Reconciler) observeTarget(ctx context.Context) map[string]map[string]target.VersionStatus {
-	observed := map[string]map[string]target.VersionStatus{}
+func (r *Reconciler) observeTarget(ctx context.Context) map[string]map[string]serving.VersionStatus {
+	observed := map[string]map[string]serving.VersionStatus{}
 	st, err := r.target.Status(ctx)
 	if err != nil {
 		r.log.Warn("cannot read target status", "err", err)
 		return observed
 	}
 	for _, m := range st {
-		vs := map[string]target.VersionStatus{}
+		vs := map[string]serving.VersionStatus{}
 		for _, v := range m.Versions {
 			vs[v.Version] = v
 		}
@@ -51,7 +51,7 @@ func (r *Reconciler) observeTarget(ctx context.Context) map[string]map[string]ta
 	return observed
 }
 
-func (r *Reconciler) stepModel(ctx context.Context, ms *modelState, seen map[string]target.VersionStatus, now time.Time) []rollout.Event {
+func (r *Reconciler) stepModel(ctx context.Context, ms *modelState, seen map[string]serving.VersionStatus, now time.Time) []rollout.Event {
 	if ms.Desired == "" && ms.State.Stable == "" {
 		return nil // nothing built yet
 	}
@@ -87,9 +87,9 @@ func (r *Reconciler) startWindow(ctx context.Context, ms *modelState, prevSince 
 }
 
 // observe gathers what the rollout state machine needs to know.
-func (r *Reconciler) observe(ctx context.Context, ms *modelState, seen map[string]target.VersionStatus) rollout.Observations {
+func (r *Reconciler) observe(ctx context.Context, ms *modelState, seen map[string]serving.VersionStatus) rollout.Observations {
 	o := rollout.Observations{Desired: ms.Desired}
-	if s, ok := seen[ms.State.Stable]; ok && s.State == target.StateFailed && (s.Fatal || s.Restarts >= failedRestarts) {
+	if s, ok := seen[ms.State.Stable]; ok && s.State == serving.StateFailed && (s.Fatal || s.Restarts >= failedRestarts) {
 		o.StableFailed = true
 	}
 	c := ms.State.Candidate
@@ -97,8 +97,8 @@ func (r *Reconciler) observe(ctx context.Context, ms *modelState, seen map[strin
 		return o
 	}
 	if s, ok := seen[c]; ok {
-		o.CandidateReady = s.State == target.StateReady || s.State == target.StateIdle
-		if s.State == target.StateFailed && (s.Fatal || s.Restarts >= failedRestarts) {
+		o.CandidateReady = s.State == serving.StateReady || s.State == serving.StateIdle
+		if s.State == serving.StateFailed && (s.Fatal || s.Restarts >= failedRestarts) {
 			o.CandidateFailure = s.LastError
 			if o.CandidateFailure == "" {
 				o.CandidateFailure = fmt.Sprintf("failed %d times", s.Restarts)
@@ -123,7 +123,7 @@ func (r *Reconciler) apply(ctx context.Context, ms *modelState, now time.Time) {
 	if len(plan.Versions) == 0 {
 		return
 	}
-	d := target.Deployment{Model: ms.Name, Traffic: plan.Traffic}
+	d := serving.Deployment{Model: ms.Name, Traffic: plan.Traffic}
 	for _, id := range plan.Versions {
 		v, ok := ms.Versions[id]
 		if !ok {
@@ -133,10 +133,10 @@ func (r *Reconciler) apply(ctx context.Context, ms *modelState, now time.Time) {
 		d.Versions = append(d.Versions, v)
 	}
 	if plan.Mirrored != "" {
-		d.Mirror = &target.Mirror{Version: plan.Mirrored, Percent: plan.MirrorPercent}
+		d.Mirror = &serving.Mirror{Version: plan.Mirrored, Percent: plan.MirrorPercent}
 	}
 	if plan.Compared != "" {
-		d.Compare = &target.Compare{Version: plan.Compared, Baseline: ms.State.Stable, Percent: 100}
+		d.Compare = &serving.Compare{Version: plan.Compared, Baseline: ms.State.Stable, Percent: 100}
 	}
 	if ms.applied != nil && reflect.DeepEqual(*ms.applied, d) && now.Sub(ms.appliedAt) < r.cfg.Resync {
 		return
@@ -151,7 +151,7 @@ func (r *Reconciler) apply(ctx context.Context, ms *modelState, now time.Time) {
 			ms.Error = ""
 		}
 		r.forgetVersions(ms, plan)
-	case errors.Is(err, target.ErrNotReady):
+	case errors.Is(err, serving.ErrNotReady):
 		// Retried on the next tick; the rollout sees readiness itself.
 	default:
 		ms.Error = "apply: " + err.Error()

@@ -18,7 +18,7 @@ import (
 	"merlin.dev/merlin/gitsource"
 	"merlin.dev/merlin/reconciler"
 	"merlin.dev/merlin/rollout"
-	"merlin.dev/merlin/target"
+	"merlin.dev/merlin/serving"
 )
 
 // Repo is a reconciled repository.
@@ -30,7 +30,7 @@ type Repo interface {
 
 // Options wire the server to the daemon's parts.
 type Options struct {
-	Target target.Target
+	Target serving.Target
 	Repos  []Repo
 	// Sources reports the git pollers' health, by repository name.
 	Sources  func() map[string]gitsource.Status
@@ -77,7 +77,7 @@ type ModelView struct {
 	Step      int             `json:"step"`
 	Steps     int             `json:"steps,omitempty"`
 	Versions  []VersionView   `json:"versions"`
-	Mirror    *target.Mirror  `json:"mirror,omitempty"`
+	Mirror    *serving.Mirror  `json:"mirror,omitempty"`
 	Analysis  *rollout.Result `json:"analysis,omitempty"`
 	Reason    string          `json:"reason,omitempty"`
 	LastError string          `json:"lastError,omitempty"`
@@ -93,7 +93,7 @@ type VersionView struct {
 	Version   string       `json:"version"`
 	Role      string       `json:"role"` // stable, candidate, previous
 	Weight    int          `json:"weight"`
-	State     target.State `json:"state"`
+	State     serving.State `json:"state"`
 	Endpoint  string       `json:"endpoint,omitempty"`
 	Restarts  int          `json:"restarts"`
 	LastError string       `json:"lastError,omitempty"`
@@ -102,7 +102,7 @@ type VersionView struct {
 
 // Models returns every model of every repository.
 func (s *Server) Models(ctx context.Context) []ModelView {
-	observed := map[string]target.ModelStatus{}
+	observed := map[string]serving.ModelStatus{}
 	if st, err := s.opts.Target.Status(ctx); err == nil {
 		for _, m := range st {
 			observed[m.Model] = m
@@ -126,7 +126,7 @@ func (s *Server) Models(ctx context.Context) []ModelView {
 	return out
 }
 
-func view(m reconciler.ModelStatus, seen target.ModelStatus) ModelView {
+func view(m reconciler.ModelStatus, seen serving.ModelStatus) ModelView {
 	st := m.Rollout
 	v := ModelView{
 		Name: m.Name, Repo: m.Repo, File: m.File, Commit: m.SHA, Strategy: m.Strategy, Phase: st.Phase,
@@ -136,7 +136,7 @@ func view(m reconciler.ModelStatus, seen target.ModelStatus) ModelView {
 	if m.Strategy == "canary" && st.Candidate != "" && st.Phase != rollout.Deploying {
 		v.Step, v.Steps = st.Step+1, len(m.Steps)
 	}
-	byID := map[string]target.VersionStatus{}
+	byID := map[string]serving.VersionStatus{}
 	for _, vs := range seen.Versions {
 		byID[vs.Version] = vs
 	}

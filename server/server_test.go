@@ -13,7 +13,7 @@ import (
 
 	"merlin.dev/merlin/reconciler"
 	"merlin.dev/merlin/rollout"
-	"merlin.dev/merlin/target"
+	"merlin.dev/merlin/serving"
 )
 
 // repoFixture is a reconciled repository with a fixed status; it records
@@ -33,13 +33,13 @@ func (r *repoFixture) Command(_ context.Context, model string, cmd rollout.Comma
 
 // observed is a target whose Status is fixed; the server never changes
 // what a target runs.
-type observed []target.ModelStatus
+type observed []serving.ModelStatus
 
-func (o observed) Apply(context.Context, target.Deployment) error {
+func (o observed) Apply(context.Context, serving.Deployment) error {
 	return errors.New("the API must not apply")
 }
 func (o observed) Delete(context.Context, string) error { return errors.New("the API must not delete") }
-func (o observed) Status(context.Context) ([]target.ModelStatus, error) {
+func (o observed) Status(context.Context) ([]serving.ModelStatus, error) {
 	return o, nil
 }
 
@@ -53,11 +53,11 @@ func newTestServer(t *testing.T) (*httptest.Server, *repoFixture) {
 			Rollout: rollout.State{Stable: "broken-cccccccc", Phase: rollout.Idle}},
 	}}}
 	tg := observed{
-		{Model: "iris", Versions: []target.VersionStatus{
-			{Version: "iris-aaaaaaaa", Weight: 50, State: target.StateReady, Endpoint: "127.0.0.1:1"},
-			{Version: "iris-bbbbbbbb", Weight: 50, State: target.StateReady, Endpoint: "127.0.0.1:2"},
+		{Model: "iris", Versions: []serving.VersionStatus{
+			{Version: "iris-aaaaaaaa", Weight: 50, State: serving.StateReady, Endpoint: "127.0.0.1:1"},
+			{Version: "iris-bbbbbbbb", Weight: 50, State: serving.StateReady, Endpoint: "127.0.0.1:2"},
 		}},
-		{Model: "broken", Versions: []target.VersionStatus{{Version: "broken-cccccccc", Weight: 100, State: target.StateReady}}},
+		{Model: "broken", Versions: []serving.VersionStatus{{Version: "broken-cccccccc", Weight: 100, State: serving.StateReady}}},
 	}
 	srv := httptest.NewServer(New(Options{Target: tg, Repos: []Repo{repo}, Version: "test"}))
 	t.Cleanup(srv.Close)
@@ -98,7 +98,7 @@ func TestModelsView(t *testing.T) {
 		t.Errorf("iris step %d/%d phase %s, want 2/3 Progressing", iris.Step, iris.Steps, iris.Phase)
 	}
 	if len(iris.Versions) != 2 || iris.Versions[0].Role != "stable" || iris.Versions[1].Role != "candidate" ||
-		iris.Versions[1].Weight != 50 || iris.Versions[1].Endpoint != "127.0.0.1:2" || iris.Versions[1].State != target.StateReady {
+		iris.Versions[1].Weight != 50 || iris.Versions[1].Endpoint != "127.0.0.1:2" || iris.Versions[1].State != serving.StateReady {
 		t.Errorf("iris versions %+v", iris.Versions)
 	}
 	broken := out.Models[0]

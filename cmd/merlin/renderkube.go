@@ -11,8 +11,8 @@ import (
 	"merlin.dev/merlin/builder"
 	"merlin.dev/merlin/daemon"
 	"merlin.dev/merlin/manifest"
-	"merlin.dev/merlin/target"
-	"merlin.dev/merlin/target/kube"
+	"merlin.dev/merlin/serving"
+	"merlin.dev/merlin/serving/kube"
 )
 
 // kubeRenderFlags are the kubernetes settings of `merlin render`: from the
@@ -70,7 +70,7 @@ func renderKube(stdout io.Writer, models []*manifest.Model, cfg kube.Config) err
 		if err != nil {
 			return err
 		}
-		objs, err := kube.Render(target.Deployment{Model: v.Model, Versions: []target.Version{v}, Traffic: map[string]int{v.ID: 100}}, cfg)
+		objs, err := kube.Render(serving.Deployment{Model: v.Model, Versions: []serving.Version{v}, Traffic: map[string]int{v.ID: 100}}, cfg)
 		if err != nil {
 			return fmt.Errorf("%s: %w", m.File, err)
 		}
@@ -86,8 +86,8 @@ func renderKube(stdout io.Writer, models []*manifest.Model, cfg kube.Config) err
 	return nil
 }
 
-func renderVersion(b *builder.Builder, m *manifest.Model) (target.Version, error) {
-	v := target.Version{
+func renderVersion(b *builder.Builder, m *manifest.Model) (serving.Version, error) {
+	v := serving.Version{
 		Model: m.Metadata.Name, Type: m.Spec.Type, Protocol: m.Spec.Protocol, Image: m.Spec.Image,
 		Env: m.Spec.Env, Resources: m.Spec.Resources, Replicas: m.Spec.Replicas,
 		Labels: m.Metadata.Labels, Annotations: map[string]string{"merlin.dev/manifest": filepath.ToSlash(m.File)},
@@ -111,6 +111,6 @@ func renderVersion(b *builder.Builder, m *manifest.Model) (target.Version, error
 	default:
 		return v, m.Errorf("spec.source.mlflow", "render cannot resolve MLflow reference %q offline: the daemon resolves it against the tracking server to a storage URI and digest", src.MLflow)
 	}
-	v.ID = target.VersionID(v.Model, v.Digest)
+	v.ID = serving.VersionID(v.Model, v.Digest)
 	return v, nil
 }

@@ -15,7 +15,7 @@ import (
 	"merlin.dev/merlin/builder"
 	"merlin.dev/merlin/internal/kubetest"
 	"merlin.dev/merlin/manifest"
-	"merlin.dev/merlin/target"
+	"merlin.dev/merlin/serving"
 )
 
 func TestMain(m *testing.M) { kubetest.Main(m) }
@@ -68,7 +68,7 @@ func TestRenderKubernetes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	id := target.VersionID("iris-sklearn", res.Digest)
+	id := serving.VersionID("iris-sklearn", res.Digest)
 	byName := map[string]*unstructured.Unstructured{}
 	for _, o := range objs {
 		byName[o.GetKind()+"/"+o.GetName()] = o

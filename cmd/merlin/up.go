@@ -17,7 +17,7 @@ import (
 	"merlin.dev/merlin/daemon"
 	"merlin.dev/merlin/manifest"
 	"merlin.dev/merlin/server"
-	"merlin.dev/merlin/target"
+	"merlin.dev/merlin/serving"
 )
 
 func runUp(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -123,7 +123,7 @@ func announce(ctx context.Context, api *server.Server, root, base string, w io.W
 		case <-tick.C:
 		}
 		for _, m := range api.Models(ctx) {
-			if shown[m.Name] || !serving(m) {
+			if shown[m.Name] || !isServing(m) {
 				continue
 			}
 			shown[m.Name] = true
@@ -132,9 +132,9 @@ func announce(ctx context.Context, api *server.Server, root, base string, w io.W
 	}
 }
 
-func serving(m server.ModelView) bool {
+func isServing(m server.ModelView) bool {
 	for _, v := range m.Versions {
-		if v.Weight > 0 && v.State == target.StateReady {
+		if v.Weight > 0 && v.State == serving.StateReady {
 			return true
 		}
 	}

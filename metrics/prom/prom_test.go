@@ -20,7 +20,7 @@ import (
 	"merlin.dev/merlin/metrics"
 	"merlin.dev/merlin/metrics/metricstest"
 	"merlin.dev/merlin/metrics/prom"
-	"merlin.dev/merlin/metrics/prom/promtest"
+	"merlin.dev/merlin/internal/promtest"
 )
 
 // exposition is the scrape target: an HTTP server exposing, through
@@ -84,7 +84,7 @@ func unreachable(t *testing.T) metrics.Provider {
 
 // routerBackend feeds metrics.Stats — what the router records per request
 // — into a metrics.Registry exposed for scraping. The router itself
-// (target/local) only forwards to model-server processes it spawns, so it
+// (serving/local) only forwards to model-server processes it spawns, so it
 // cannot be put in front of an in-process upstream; the Stats it writes
 // and the Registry it exports are the same code.
 type routerBackend struct {

@@ -17,8 +17,8 @@ import (
 	"syscall"
 	"time"
 
-	"merlin.dev/merlin/target"
-	"merlin.dev/merlin/target/local/modelserver"
+	"merlin.dev/merlin/serving"
+	"merlin.dev/merlin/serving/local/modelserver"
 )
 
 // process supervises the model server of one version. Its run loop starts
@@ -26,12 +26,12 @@ import (
 // dies; stop ends the loop. A process adopted from a previous daemon is
 // watched by polling, since it is not our child.
 type process struct {
-	v   target.Version
+	v   serving.Version
 	l   *Local
 	log *slog.Logger
 
 	mu       sync.Mutex
-	state    target.State
+	state    serving.State
 	addr     string // host:port of the server
 	up       atomic.Pointer[upstream]
 	pid      int
@@ -58,10 +58,10 @@ type process struct {
 	cancel   context.CancelFunc
 }
 
-func newProcess(l *Local, v target.Version) *process {
+func newProcess(l *Local, v serving.Version) *process {
 	p := &process{
 		v: v, l: l, log: l.log.With("model", v.Model, "version", v.ID),
-		state: target.StateStarting, since: time.Now(), changed: make(chan struct{}),
+		state: serving.StateStarting, since: time.Now(), changed: make(chan struct{}),
 		ready: make(chan struct{}), wake: make(chan struct{}, 1), done: make(chan struct{}),
 	}
 	p.lastUsed.Store(time.Now().UnixNano())
@@ -69,14 +69,14 @@ func newProcess(l *Local, v target.Version) *process {
 }
 
 // status reports the version's condition.
-func (p *process) status() target.VersionStatus {
+func (p *process) status() serving.VersionStatus {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return target.VersionStatus{Version: p.v.ID, State: p.state, Endpoint: p.addr, Restarts: p.restarts, LastError: p.lastErr, Fatal: p.fatal, Since: p.since}
+	return serving.VersionStatus{Version: p.v.ID, State: p.state, Endpoint: p.addr, Restarts: p.restarts, LastError: p.lastErr, Fatal: p.fatal, Since: p.since}
 }
 
 // update takes settings that can change without a new version (replicas).
-func (p *process) update(v target.Version) {
+func (p *process) update(v serving.Version) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.v.Replicas, p.v.Resources, p.v.Labels, p.v.Annotations = v.Replicas, v.Resources, v.Labels, v.Annotations
@@ -88,7 +88,7 @@ func (p *process) replicas() (minReplicas int) {
 	return p.v.Replicas.Min
 }
 
-func (p *process) setState(s target.State, errMsg string) {
+func (p *process) setState(s serving.State, errMsg string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.state != s {
@@ -96,11 +96,11 @@ func (p *process) setState(s target.State, errMsg string) {
 		p.changedLocked()
 		defer p.l.notify()
 	}
-	if s == target.StateReady {
+	if s == serving.StateReady {
 		p.exits = 0
 	}
 	p.state = s
-	if errMsg != "" || s == target.StateReady {
+	if errMsg != "" || s == serving.StateReady {
 		p.lastErr = errMsg
 	}
 }
@@ -124,7 +124,7 @@ func (p *process) resetReady() {
 }
 
 // readyCh returns the channel closed when the current server is ready.
-func (p *process) readyCh() (<-chan struct{}, target.State) {
+func (p *process) readyCh() (<-chan struct{}, serving.State) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.ready, p.state
@@ -158,10 +158,10 @@ func (p *process) awaitReady(ctx context.Context) error {
 		ch, changed, state, msg := p.ready, p.changed, p.state, p.lastErr
 		hopeless := p.fatal || p.exits >= crashLoop
 		p.mu.Unlock()
-		if state == target.StateFailed && hopeless {
-			return fmt.Errorf("%w: %s failed: %s", target.ErrNotReady, p.v.ID, msg)
+		if state == serving.StateFailed && hopeless {
+			return fmt.Errorf("%w: %s failed: %s", serving.ErrNotReady, p.v.ID, msg)
 		}
-		if state == target.StateIdle {
+		if state == serving.StateIdle {
 			select {
 			case p.wake <- struct{}{}:
 			default:
@@ -175,9 +175,9 @@ func (p *process) awaitReady(ctx context.Context) error {
 			return fmt.Errorf("version %s stopped", p.v.ID)
 		case <-ctx.Done():
 			if msg = p.status().LastError; msg != "" {
-				return fmt.Errorf("%w: %s: %s", target.ErrNotReady, p.v.ID, msg)
+				return fmt.Errorf("%w: %s: %s", serving.ErrNotReady, p.v.ID, msg)
 			}
-			return fmt.Errorf("%w: %s: %w", target.ErrNotReady, p.v.ID, ctx.Err())
+			return fmt.Errorf("%w: %s: %w", serving.ErrNotReady, p.v.ID, ctx.Err())
 		}
 	}
 }
@@ -215,12 +215,12 @@ func (p *process) run(ctx context.Context, adopted *record) {
 			p.mu.Lock()
 			p.fatal = true
 			p.mu.Unlock()
-			p.setState(target.StateFailed, exit.Error())
+			p.setState(serving.StateFailed, exit.Error())
 			p.log.Error("model server cannot run", "err", exit)
 			<-ctx.Done()
 			return
 		}
-		p.setState(target.StateFailed, exit.Error())
+		p.setState(serving.StateFailed, exit.Error())
 		p.log.Warn("model server exited; restarting", "err", exit, "backoff", backoff)
 		select {
 		case <-time.After(backoff):
@@ -305,7 +305,7 @@ func (p *process) probeReady(ctx context.Context) {
 	for ctx.Err() == nil {
 		if healthy(ctx, p.l.probe, url) {
 			p.mu.Lock()
-			p.state, p.since, p.lastErr = target.StateReady, time.Now(), ""
+			p.state, p.since, p.lastErr = serving.StateReady, time.Now(), ""
 			close(p.ready)
 			p.mu.Unlock()
 			p.l.notify()
@@ -364,7 +364,7 @@ func (p *process) idleCh(ctx context.Context) <-chan struct{} {
 func (p *process) isReady() bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.state == target.StateReady
+	return p.state == serving.StateReady
 }
 
 // sleepIdle waits, scaled to zero, for the next request.
@@ -373,11 +373,11 @@ func (p *process) sleepIdle(ctx context.Context) bool {
 	p.resetReady()
 	p.pid = 0
 	p.mu.Unlock()
-	p.setState(target.StateIdle, "")
+	p.setState(serving.StateIdle, "")
 	p.l.saveRecord(p)
 	select {
 	case <-p.wake:
-		p.setState(target.StateStarting, "")
+		p.setState(serving.StateStarting, "")
 		p.log.Info("waking idle model server for a request")
 		return true
 	case <-ctx.Done():
@@ -413,7 +413,7 @@ func (p *process) exitErr(err error, logStart int64) error {
 // dies or the version is stopped.
 func (p *process) watchAdopted(ctx context.Context, r *record) error {
 	p.mu.Lock()
-	p.pid, p.addr, p.state, p.since = r.PID, r.Addr, target.StateReady, time.Now()
+	p.pid, p.addr, p.state, p.since = r.PID, r.Addr, serving.StateReady, time.Now()
 	close(p.ready)
 	p.mu.Unlock()
 	p.log.Info("adopted running model server", "pid", r.PID, "addr", r.Addr)
@@ -487,7 +487,7 @@ func (p *process) ensureListener() error {
 
 func (p *process) logPath() string { return filepath.Join(p.l.opts.StateDir, "logs", p.v.ID+".log") }
 
-func envOf(v target.Version) []string {
+func envOf(v serving.Version) []string {
 	env := make([]string, 0, len(v.Env))
 	for _, e := range v.Env {
 		env = append(env, e.Name+"="+e.Value)

@@ -1,16 +1,16 @@
-// Package target defines what the reconciler asks of a place that serves
+// Package serving defines what the reconciler asks of a place that serves
 // models, and the types both sides speak. Implementations live in
-// subpackages: target/local runs model-server processes on this machine
-// behind Merlin's own router; target/kube applies KServe InferenceServices
+// subpackages: serving/local runs model-server processes on this machine
+// behind Merlin's own router; serving/kube applies KServe InferenceServices
 // and Istio VirtualServices. Both pass the same contract suite
-// (target/targettest).
+// (serving/servingtest).
 //
 // The interface is declarative, like a Kubernetes object: the reconciler
 // states the whole desired deployment of a model and the target converges
 // to it, starting what is missing, waiting until it is ready, moving
 // traffic, and only then stopping what is no longer listed. A rollout step
 // is just another Apply with other weights.
-package target
+package serving
 
 import (
 	"context"

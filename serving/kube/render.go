@@ -20,7 +20,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	"merlin.dev/merlin/manifest"
-	"merlin.dev/merlin/target"
+	"merlin.dev/merlin/serving"
 )
 
 // Labels and annotations Merlin puts on the objects it applies.
@@ -117,7 +117,7 @@ func DefaultRuntimes() map[manifest.ModelType]string {
 
 // Render returns the objects that serve d. It is pure: the same deployment
 // and config always give the same objects.
-func Render(d target.Deployment, cfg Config) (*Objects, error) {
+func Render(d serving.Deployment, cfg Config) (*Objects, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -149,12 +149,12 @@ func PredictorHost(versionID, namespace string) string {
 // model has no URI of its own (source.path): the builder pushes the model
 // files as an OCI image (a KServe modelcar) tagged with the full content
 // digest.
-func ModelcarURI(registry string, v target.Version) string {
+func ModelcarURI(registry string, v serving.Version) string {
 	return "oci://" + strings.TrimSuffix(registry, "/") + "/" + v.Model + ":" + v.Digest
 }
 
 // InferenceService renders one version.
-func InferenceService(v target.Version, cfg Config) (*kservev1beta1.InferenceService, error) {
+func InferenceService(v serving.Version, cfg Config) (*kservev1beta1.InferenceService, error) {
 	if errs := validation.IsDNS1123Label(v.ID); len(errs) > 0 {
 		return nil, fmt.Errorf("version %q is not a valid InferenceService name: %s", v.ID, strings.Join(errs, "; "))
 	}
@@ -228,7 +228,7 @@ func InferenceService(v target.Version, cfg Config) (*kservev1beta1.InferenceSer
 
 // resources turns the manifest's cpu and memory into equal requests and
 // limits (a model server's latency should not depend on its neighbours).
-func resources(v target.Version) (corev1.ResourceRequirements, error) {
+func resources(v serving.Version) (corev1.ResourceRequirements, error) {
 	list := corev1.ResourceList{}
 	for name, q := range map[corev1.ResourceName]manifest.Quantity{corev1.ResourceCPU: v.Resources.CPU, corev1.ResourceMemory: v.Resources.Memory} {
 		if q == "" {
@@ -254,7 +254,7 @@ func resources(v target.Version) (corev1.ResourceRequirements, error) {
 // InferenceService name, see InferenceService), so the route needs no URI
 // rewrite and one weighted route covers all versions: Istio rewrites per
 // route, not per destination, so per-version names could not be split.
-func VirtualService(d target.Deployment, cfg Config) *istionetworkingv1.VirtualService {
+func VirtualService(d serving.Deployment, cfg Config) *istionetworkingv1.VirtualService {
 	primary := primaryVersion(d)
 	labels := map[string]string{}
 	for _, v := range d.Versions {
@@ -314,7 +314,7 @@ func matches(model string) []*istioapi.HTTPMatchRequest {
 
 // primaryVersion is the version with the most traffic (the lowest ID among
 // equals): the VirtualService's merlin.dev/version label.
-func primaryVersion(d target.Deployment) string {
+func primaryVersion(d serving.Deployment) string {
 	best := ""
 	for id, w := range d.Traffic {
 		if best == "" || w > d.Traffic[best] || (w == d.Traffic[best] && id < best) {

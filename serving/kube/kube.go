@@ -24,7 +24,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"merlin.dev/merlin/manifest"
-	"merlin.dev/merlin/target"
+	"merlin.dev/merlin/serving"
 )
 
 // FieldManager is the server-side apply field manager of every object
@@ -64,7 +64,7 @@ type Kube struct {
 	locks map[string]*sync.Mutex
 }
 
-var _ target.Target = (*Kube)(nil)
+var _ serving.Target = (*Kube)(nil)
 
 // Scheme knows the types the kubernetes target reads and writes.
 func Scheme() *runtime.Scheme {
@@ -118,10 +118,10 @@ func (k *Kube) lockModel(model string) func() {
 	return m.Unlock
 }
 
-// Apply implements target.Target in stages: the InferenceServices, then,
+// Apply implements serving.Target in stages: the InferenceServices, then,
 // once every listed version is Ready, the VirtualService, then pruning of
 // the model's InferenceServices that are no longer listed.
-func (k *Kube) Apply(ctx context.Context, d target.Deployment) error {
+func (k *Kube) Apply(ctx context.Context, d serving.Deployment) error {
 	objs, err := Render(d, k.cfg)
 	if err != nil {
 		return err
@@ -174,7 +174,7 @@ func (k *Kube) waitReady(ctx context.Context, names []string) error {
 			if err := k.c.Get(ctx, client.ObjectKey{Namespace: k.cfg.Namespace, Name: name}, &isvc); err != nil {
 				return fmt.Errorf("read InferenceService %s: %w", name, err)
 			}
-			if st, msg, _ := readiness(&isvc); st != target.StateReady {
+			if st, msg, _ := readiness(&isvc); st != serving.StateReady {
 				pending = append(pending, fmt.Sprintf("%s (%s)", name, cmpOr(msg, string(st))))
 			}
 		}
@@ -182,11 +182,11 @@ func (k *Kube) waitReady(ctx context.Context, names []string) error {
 			return nil
 		}
 		if !time.Now().Before(deadline) {
-			return fmt.Errorf("%w after %s: %s; traffic was not moved", target.ErrNotReady, k.opts.ReadyTimeout, strings.Join(pending, ", "))
+			return fmt.Errorf("%w after %s: %s; traffic was not moved", serving.ErrNotReady, k.opts.ReadyTimeout, strings.Join(pending, ", "))
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("%w: %w: waiting for %s", target.ErrNotReady, ctx.Err(), strings.Join(pending, ", "))
+			return fmt.Errorf("%w: %w: waiting for %s", serving.ErrNotReady, ctx.Err(), strings.Join(pending, ", "))
 		case <-tick.C:
 		}
 	}
@@ -202,25 +202,25 @@ func cmpOr(a, b string) string {
 // readiness maps an InferenceService's Ready condition to a state, with the
 // condition's message and when it last changed. A Ready condition written
 // for an older generation of the spec counts as not known yet.
-func readiness(isvc *kservev1beta1.InferenceService) (target.State, string, time.Time) {
+func readiness(isvc *kservev1beta1.InferenceService) (serving.State, string, time.Time) {
 	for _, c := range isvc.Status.Conditions {
 		if c.Type != "Ready" {
 			continue
 		}
 		since := c.LastTransitionTime.Inner.Time
 		if og := isvc.Status.ObservedGeneration; og != 0 && og < isvc.Generation {
-			return target.StateStarting, "waiting for KServe to observe generation " + fmt.Sprint(isvc.Generation), since
+			return serving.StateStarting, "waiting for KServe to observe generation " + fmt.Sprint(isvc.Generation), since
 		}
 		switch c.Status {
 		case corev1.ConditionTrue:
-			return target.StateReady, "", since
+			return serving.StateReady, "", since
 		case corev1.ConditionFalse:
-			return target.StateFailed, cmpOr(c.Message, c.Reason), since
+			return serving.StateFailed, cmpOr(c.Message, c.Reason), since
 		default:
-			return target.StateStarting, cmpOr(c.Message, c.Reason), since
+			return serving.StateStarting, cmpOr(c.Message, c.Reason), since
 		}
 	}
-	return target.StateStarting, "", isvc.CreationTimestamp.Time
+	return serving.StateStarting, "", isvc.CreationTimestamp.Time
 }
 
 // prune deletes the model's InferenceServices that merlin applied (they
@@ -243,7 +243,7 @@ func (k *Kube) prune(ctx context.Context, model string, inventory, keep []string
 	return nil
 }
 
-// Delete implements target.Target: the VirtualService first (no more
+// Delete implements serving.Target: the VirtualService first (no more
 // requests reach the versions), then the InferenceServices, then the
 // inventory.
 func (k *Kube) Delete(ctx context.Context, model string) error {
@@ -270,9 +270,9 @@ func (k *Kube) Delete(ctx context.Context, model string) error {
 	return nil
 }
 
-// Status implements target.Target from the cluster alone, so a restarted
+// Status implements serving.Target from the cluster alone, so a restarted
 // daemon sees what its predecessor deployed.
-func (k *Kube) Status(ctx context.Context) ([]target.ModelStatus, error) {
+func (k *Kube) Status(ctx context.Context) ([]serving.ModelStatus, error) {
 	sel := client.MatchingLabels{LabelManagedBy: ManagedBy}
 	var isvcs kservev1beta1.InferenceServiceList
 	if err := k.c.List(ctx, &isvcs, client.InNamespace(k.cfg.Namespace), sel); err != nil {
@@ -282,10 +282,10 @@ func (k *Kube) Status(ctx context.Context) ([]target.ModelStatus, error) {
 	if err := k.c.List(ctx, &vss, client.InNamespace(k.cfg.Namespace), sel); err != nil {
 		return nil, fmt.Errorf("status: list VirtualServices: %w", explain(err))
 	}
-	models := map[string]*target.ModelStatus{}
-	get := func(name string) *target.ModelStatus {
+	models := map[string]*serving.ModelStatus{}
+	get := func(name string) *serving.ModelStatus {
 		if models[name] == nil {
-			models[name] = &target.ModelStatus{Model: name}
+			models[name] = &serving.ModelStatus{Model: name}
 		}
 		return models[name]
 	}
@@ -303,7 +303,7 @@ func (k *Kube) Status(ctx context.Context) ([]target.ModelStatus, error) {
 				if r.MirrorPercentage != nil {
 					pct = int(r.MirrorPercentage.Value)
 				}
-				ms.Mirror = &target.Mirror{Version: k.versionOf(r.Mirror.Host), Percent: pct}
+				ms.Mirror = &serving.Mirror{Version: k.versionOf(r.Mirror.Host), Percent: pct}
 			}
 		}
 	}
@@ -311,12 +311,12 @@ func (k *Kube) Status(ctx context.Context) ([]target.ModelStatus, error) {
 		isvc := &isvcs.Items[i]
 		ms := get(isvc.Labels[LabelModel])
 		st, msg, since := readiness(isvc)
-		ms.Versions = append(ms.Versions, target.VersionStatus{
+		ms.Versions = append(ms.Versions, serving.VersionStatus{
 			Version: isvc.Name, Weight: weights[isvc.Name], State: st,
 			Endpoint: PredictorHost(isvc.Name, k.cfg.Namespace), LastError: msg, Since: since,
 		})
 	}
-	out := make([]target.ModelStatus, 0, len(models))
+	out := make([]serving.ModelStatus, 0, len(models))
 	for _, ms := range models {
 		sort.Slice(ms.Versions, func(i, j int) bool { return ms.Versions[i].Version < ms.Versions[j].Version })
 		out = append(out, *ms)

@@ -22,7 +22,7 @@ import (
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	"merlin.dev/merlin/target"
+	"merlin.dev/merlin/serving"
 )
 
 // outage is how long the API server is down in TestAPIServerOutage: the
@@ -99,7 +99,7 @@ func isvcNames(t *testing.T, e *kubeEnv) []string {
 	return names
 }
 
-func applyOK(t *testing.T, k *Kube, d target.Deployment) {
+func applyOK(t *testing.T, k *Kube, d serving.Deployment) {
 	t.Helper()
 	if err := k.Apply(t.Context(), d); err != nil {
 		t.Fatalf("apply %s: %v", d.Model, err)
@@ -113,20 +113,20 @@ func TestLifecycle(t *testing.T) {
 	k := e.target(t)
 	v0, v1, w0 := testVersion("iris", 0), testVersion("iris", 1), testVersion("wine", 0)
 
-	applyOK(t, k, target.Deployment{Model: "wine", Versions: []target.Version{w0}, Traffic: map[string]int{w0.ID: 100}})
-	applyOK(t, k, target.Deployment{Model: "iris", Versions: []target.Version{v0}, Traffic: map[string]int{v0.ID: 100}})
+	applyOK(t, k, serving.Deployment{Model: "wine", Versions: []serving.Version{w0}, Traffic: map[string]int{w0.ID: 100}})
+	applyOK(t, k, serving.Deployment{Model: "iris", Versions: []serving.Version{v0}, Traffic: map[string]int{v0.ID: 100}})
 	// Canary, then more weight.
-	applyOK(t, k, target.Deployment{Model: "iris", Versions: []target.Version{v0, v1}, Traffic: map[string]int{v0.ID: 90, v1.ID: 10}})
+	applyOK(t, k, serving.Deployment{Model: "iris", Versions: []serving.Version{v0, v1}, Traffic: map[string]int{v0.ID: 90, v1.ID: 10}})
 	if w := weightsOf(getVS(t, e, "iris")); w[v0.ID] != 90 || w[v1.ID] != 10 {
 		t.Errorf("weights %v, want 90/10", w)
 	}
-	applyOK(t, k, target.Deployment{Model: "iris", Versions: []target.Version{v0, v1}, Traffic: map[string]int{v0.ID: 50, v1.ID: 50}})
+	applyOK(t, k, serving.Deployment{Model: "iris", Versions: []serving.Version{v0, v1}, Traffic: map[string]int{v0.ID: 50, v1.ID: 50}})
 	if w := weightsOf(getVS(t, e, "iris")); w[v0.ID] != 50 || w[v1.ID] != 50 {
 		t.Errorf("weights %v, want 50/50", w)
 	}
 	// Promote v1 with v0 as a 20% shadow.
-	applyOK(t, k, target.Deployment{Model: "iris", Versions: []target.Version{v0, v1}, Traffic: map[string]int{v1.ID: 100},
-		Mirror: &target.Mirror{Version: v0.ID, Percent: 20}})
+	applyOK(t, k, serving.Deployment{Model: "iris", Versions: []serving.Version{v0, v1}, Traffic: map[string]int{v1.ID: 100},
+		Mirror: &serving.Mirror{Version: v0.ID, Percent: 20}})
 	vs := getVS(t, e, "iris")
 	r := vs.Spec.Http[0]
 	if r.Mirror == nil || r.Mirror.Host != PredictorHost(v0.ID, e.ns) || r.MirrorPercentage.GetValue() != 20 || len(r.Route) != 1 {
@@ -136,7 +136,7 @@ func TestLifecycle(t *testing.T) {
 		t.Errorf("VirtualService labelled version %s, want %s", vs.Labels[LabelVersion], v1.ID)
 	}
 	// Drop the shadow: v0's InferenceService is pruned.
-	applyOK(t, k, target.Deployment{Model: "iris", Versions: []target.Version{v1}, Traffic: map[string]int{v1.ID: 100}})
+	applyOK(t, k, serving.Deployment{Model: "iris", Versions: []serving.Version{v1}, Traffic: map[string]int{v1.ID: 100}})
 	if got := strings.Join(isvcNames(t, e), " "); got != v1.ID+" "+w0.ID {
 		t.Errorf("InferenceServices after pruning: %s", got)
 	}
@@ -167,7 +167,7 @@ func TestDriftReverted(t *testing.T) {
 	e := newKubeEnv(t)
 	k := e.target(t)
 	v0, v1 := testVersion("iris", 0), testVersion("iris", 1)
-	d := target.Deployment{Model: "iris", Versions: []target.Version{v0, v1}, Traffic: map[string]int{v0.ID: 90, v1.ID: 10}}
+	d := serving.Deployment{Model: "iris", Versions: []serving.Version{v0, v1}, Traffic: map[string]int{v0.ID: 90, v1.ID: 10}}
 	applyOK(t, k, d)
 	vs := getVS(t, e, "iris")
 	vs.Spec.Http[0].Route[0].Weight, vs.Spec.Http[0].Route[1].Weight = 10, 90
@@ -208,15 +208,15 @@ func TestPruneOnlyOwned(t *testing.T) {
 	if err := e.env.Client.Create(t.Context(), foreign); err != nil {
 		t.Fatal(err)
 	}
-	applyOK(t, k, target.Deployment{Model: "iris", Versions: []target.Version{v0}, Traffic: map[string]int{v0.ID: 100}})
-	err = k.Apply(t.Context(), target.Deployment{Model: "iris", Versions: []target.Version{v0, bad}, Traffic: map[string]int{v0.ID: 90, bad.ID: 10}})
-	if !errors.Is(err, target.ErrNotReady) || !strings.Contains(err.Error(), "model failed to load") {
+	applyOK(t, k, serving.Deployment{Model: "iris", Versions: []serving.Version{v0}, Traffic: map[string]int{v0.ID: 100}})
+	err = k.Apply(t.Context(), serving.Deployment{Model: "iris", Versions: []serving.Version{v0, bad}, Traffic: map[string]int{v0.ID: 90, bad.ID: 10}})
+	if !errors.Is(err, serving.ErrNotReady) || !strings.Contains(err.Error(), "model failed to load") {
 		t.Fatalf("apply with a broken version: %v", err)
 	}
 	if w := weightsOf(getVS(t, e, "iris")); len(w) != 1 || w[v0.ID] != 100 {
 		t.Errorf("traffic moved by a failed Apply: %v", w)
 	}
-	applyOK(t, k, target.Deployment{Model: "iris", Versions: []target.Version{v0}, Traffic: map[string]int{v0.ID: 100}})
+	applyOK(t, k, serving.Deployment{Model: "iris", Versions: []serving.Version{v0}, Traffic: map[string]int{v0.ID: 100}})
 	if got := strings.Join(isvcNames(t, e), " "); got != v0.ID+" iris-handmade" {
 		t.Errorf("InferenceServices: %s, want the hand-made one and %s", got, v0.ID)
 	}
@@ -235,7 +235,7 @@ func TestAPIErrors(t *testing.T) {
 	k := e.target(t)
 	v := testVersion("iris", 0)
 	v.Labels = map[string]string{"team": "risk and fraud"} // not a valid label value
-	err := k.Apply(t.Context(), target.Deployment{Model: "iris", Versions: []target.Version{v}, Traffic: map[string]int{v.ID: 100}})
+	err := k.Apply(t.Context(), serving.Deployment{Model: "iris", Versions: []serving.Version{v}, Traffic: map[string]int{v.ID: 100}})
 	t.Logf("invalid: %v", err)
 	for _, want := range []string{"InferenceService/" + e.ns + "/" + v.ID, "Invalid", "metadata.labels", "risk and fraud"} {
 		if err == nil || !strings.Contains(err.Error(), want) {
@@ -268,7 +268,7 @@ func TestAPIErrors(t *testing.T) {
 		t.Fatal(err)
 	}
 	good := testVersion("iris", 1)
-	err = reader.Apply(ctx, target.Deployment{Model: "iris", Versions: []target.Version{good}, Traffic: map[string]int{good.ID: 100}})
+	err = reader.Apply(ctx, serving.Deployment{Model: "iris", Versions: []serving.Version{good}, Traffic: map[string]int{good.ID: 100}})
 	t.Logf("forbidden: %v", err)
 	for _, want := range []string{"InferenceService/" + e.ns + "/" + good.ID, "Forbidden", "RBAC"} {
 		if err == nil || !strings.Contains(err.Error(), want) {
@@ -296,8 +296,8 @@ func TestAPIServerOutage(t *testing.T) {
 		t.Fatal(err)
 	}
 	v0, v1 := testVersion("iris", 0), testVersion("iris", 1)
-	applyOK(t, k, target.Deployment{Model: "iris", Versions: []target.Version{v0}, Traffic: map[string]int{v0.ID: 100}})
-	canary := target.Deployment{Model: "iris", Versions: []target.Version{v0, v1}, Traffic: map[string]int{v0.ID: 90, v1.ID: 10}}
+	applyOK(t, k, serving.Deployment{Model: "iris", Versions: []serving.Version{v0}, Traffic: map[string]int{v0.ID: 100}})
+	canary := serving.Deployment{Model: "iris", Versions: []serving.Version{v0, v1}, Traffic: map[string]int{v0.ID: 90, v1.ID: 10}}
 
 	if err := e.env.StopAPIServer(); err != nil {
 		t.Fatal(err)
@@ -340,7 +340,7 @@ func TestAPIServerOutage(t *testing.T) {
 		t.Fatalf("status after outage: %+v", st)
 	}
 	for _, vs := range st[0].Versions {
-		if want := canary.Traffic[vs.Version]; vs.Weight != want || vs.State != target.StateReady {
+		if want := canary.Traffic[vs.Version]; vs.Weight != want || vs.State != serving.StateReady {
 			t.Errorf("%s: weight %d state %s, want %d ready", vs.Version, vs.Weight, vs.State, want)
 		}
 	}

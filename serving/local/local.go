@@ -15,8 +15,8 @@ import (
 	"time"
 
 	"merlin.dev/merlin/metrics"
-	"merlin.dev/merlin/target"
-	"merlin.dev/merlin/target/local/modelserver"
+	"merlin.dev/merlin/serving"
+	"merlin.dev/merlin/serving/local/modelserver"
 )
 
 // Options configure the local target.
@@ -75,7 +75,7 @@ func (o *Options) defaults() {
 
 // Local runs one model-server process per version on this machine and
 // routes requests to them. It is an http.Handler (the router) and a
-// target.Target.
+// serving.Target.
 type Local struct {
 	opts      Options
 	log       *slog.Logger
@@ -91,13 +91,13 @@ type Local struct {
 
 	mu          sync.Mutex
 	procs       map[string]*process // by version ID
-	deployments map[string]target.Deployment
+	deployments map[string]serving.Deployment
 	modelLocks  map[string]*sync.Mutex
 	routes      atomic.Pointer[routeTable]
 	changes     chan struct{}
 }
 
-var _ target.Target = (*Local)(nil)
+var _ serving.Target = (*Local)(nil)
 
 // New starts the local target. It restores the deployments a previous
 // daemon left in StateDir: model servers still running are adopted, the
@@ -132,7 +132,7 @@ func New(opts Options) (*Local, error) {
 		ctx:         ctx,
 		cancel:      cancel,
 		procs:       map[string]*process{},
-		deployments: map[string]target.Deployment{},
+		deployments: map[string]serving.Deployment{},
 		modelLocks:  map[string]*sync.Mutex{},
 		changes:     make(chan struct{}, 1),
 	}
@@ -170,8 +170,8 @@ func (l *Local) lockModel(model string) func() {
 	return m.Unlock
 }
 
-// Apply implements target.Target.
-func (l *Local) Apply(ctx context.Context, d target.Deployment) error {
+// Apply implements serving.Target.
+func (l *Local) Apply(ctx context.Context, d serving.Deployment) error {
 	if err := d.Validate(); err != nil {
 		return err
 	}
@@ -188,15 +188,15 @@ func (l *Local) Apply(ctx context.Context, d target.Deployment) error {
 	// model that serves nothing yet has nothing to protect: its routes are
 	// published at once and requests wait for the first start.
 	l.mu.Lock()
-	prev, serving := l.deployments[d.Model]
+	prev, live := l.deployments[d.Model]
 	l.mu.Unlock()
 	rctx, cancel := context.WithTimeout(ctx, l.opts.ReadyTimeout)
 	defer cancel()
 	for i, p := range procs {
-		if !serving || d.Traffic[d.Versions[i].ID] == 0 || prev.Traffic[p.v.ID] > 0 {
+		if !live || d.Traffic[d.Versions[i].ID] == 0 || prev.Traffic[p.v.ID] > 0 {
 			continue
 		}
-		if _, state := p.readyCh(); state == target.StateIdle {
+		if _, state := p.readyCh(); state == serving.StateIdle {
 			continue // scaled to zero; it starts on demand
 		}
 		if err := p.awaitReady(rctx); err != nil {
@@ -209,7 +209,7 @@ func (l *Local) Apply(ctx context.Context, d target.Deployment) error {
 	l.publishLocked()
 	err := l.persistLocked()
 	for id, p := range l.procs {
-		if p.v.Model == d.Model && !slices.ContainsFunc(d.Versions, func(v target.Version) bool { return v.ID == id }) {
+		if p.v.Model == d.Model && !slices.ContainsFunc(d.Versions, func(v serving.Version) bool { return v.ID == id }) {
 			l.retireLocked(p)
 		}
 	}
@@ -219,7 +219,7 @@ func (l *Local) Apply(ctx context.Context, d target.Deployment) error {
 
 // startLocked returns the supervised process of a version, starting it
 // (or adopting rec) when there is none.
-func (l *Local) startLocked(v target.Version, rec *record) *process {
+func (l *Local) startLocked(v serving.Version, rec *record) *process {
 	if p := l.procs[v.ID]; p != nil {
 		p.update(v)
 		return p
@@ -242,7 +242,7 @@ func (l *Local) startLocked(v target.Version, rec *record) *process {
 func (l *Local) retireLocked(p *process) {
 	delete(l.procs, p.v.ID)
 	p.retired.Store(true)
-	p.setState(target.StateStopping, "")
+	p.setState(serving.StateStopping, "")
 	l.wg.Add(1)
 	go func() {
 		defer l.wg.Done()
@@ -262,7 +262,7 @@ func (l *Local) retireLocked(p *process) {
 	}()
 }
 
-// Delete implements target.Target.
+// Delete implements serving.Target.
 func (l *Local) Delete(_ context.Context, model string) error {
 	defer l.lockModel(model)()
 	l.mu.Lock()
@@ -277,8 +277,8 @@ func (l *Local) Delete(_ context.Context, model string) error {
 	return l.persistLocked()
 }
 
-// Status implements target.Target.
-func (l *Local) Status(context.Context) ([]target.ModelStatus, error) {
+// Status implements serving.Target.
+func (l *Local) Status(context.Context) ([]serving.ModelStatus, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	models := make([]string, 0, len(l.deployments))
@@ -286,10 +286,10 @@ func (l *Local) Status(context.Context) ([]target.ModelStatus, error) {
 		models = append(models, m)
 	}
 	sort.Strings(models)
-	out := make([]target.ModelStatus, 0, len(models))
+	out := make([]serving.ModelStatus, 0, len(models))
 	for _, m := range models {
 		d := l.deployments[m]
-		ms := target.ModelStatus{Model: m, Mirror: d.Mirror}
+		ms := serving.ModelStatus{Model: m, Mirror: d.Mirror}
 		for _, v := range d.Versions {
 			if p := l.procs[v.ID]; p != nil {
 				vs := p.status()

@@ -68,7 +68,7 @@
 // every listed version's InferenceService reports Ready=True for its
 // current generation, the VirtualService; then pruning. If a version is
 // not Ready within ReadyTimeout, Apply returns an error wrapping
-// target.ErrNotReady and the VirtualService, hence the traffic split, is
+// serving.ErrNotReady and the VirtualService, hence the traffic split, is
 // left as it was. Pruning deletes the model's InferenceServices that are no
 // longer listed, but only those in the model's inventory (the ConfigMap
 // merlin-inventory-<model>, grown before anything is created) that also

@@ -18,8 +18,8 @@ import (
 	"time"
 
 	"merlin.dev/merlin/manifest"
-	"merlin.dev/merlin/target"
-	"merlin.dev/merlin/target/local/modelserver"
+	"merlin.dev/merlin/serving"
+	"merlin.dev/merlin/serving/local/modelserver"
 )
 
 const irisBody = `{"instances": [[6.3, 3.3, 6.0, 2.5]]}`
@@ -86,11 +86,11 @@ func benchDeploy(b *testing.B, workers int) (direct, routed string) {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { _ = l.Close() })
-	v := target.Version{ID: "iris-0000000" + strconv.Itoa(workers), Model: "iris", Digest: "0000000" + strconv.Itoa(workers),
+	v := serving.Version{ID: "iris-0000000" + strconv.Itoa(workers), Model: "iris", Digest: "0000000" + strconv.Itoa(workers),
 		Type: manifest.TypeSKLearn, Protocol: manifest.ProtocolV1, Bundle: model}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	if err := l.Apply(ctx, target.Deployment{Model: "iris", Versions: []target.Version{v}, Traffic: map[string]int{v.ID: 100}}); err != nil {
+	if err := l.Apply(ctx, serving.Deployment{Model: "iris", Versions: []serving.Version{v}, Traffic: map[string]int{v.ID: 100}}); err != nil {
 		b.Fatal(err)
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")

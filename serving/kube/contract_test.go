@@ -9,8 +9,8 @@ import (
 
 	"merlin.dev/merlin/internal/kubetest"
 	"merlin.dev/merlin/manifest"
-	"merlin.dev/merlin/target"
-	"merlin.dev/merlin/target/targettest"
+	"merlin.dev/merlin/serving"
+	"merlin.dev/merlin/serving/servingtest"
 )
 
 func TestMain(m *testing.M) { kubetest.Main(m) }
@@ -48,10 +48,10 @@ func (e *kubeEnv) target(t *testing.T) *Kube {
 
 // testVersion is version n of model, with a storage URI like an MLflow
 // source's.
-func testVersion(model string, n int) target.Version {
+func testVersion(model string, n int) serving.Version {
 	digest := fmt.Sprintf("%x", sha256.Sum256(fmt.Appendf(nil, "%s/%d", model, n)))
-	return target.Version{
-		ID: target.VersionID(model, digest), Model: model, Digest: digest,
+	return serving.Version{
+		ID: serving.VersionID(model, digest), Model: model, Digest: digest,
 		Type: manifest.TypeSKLearn, Protocol: manifest.ProtocolV1,
 		StorageURI: "gs://models/" + model + "/" + digest[:8],
 		Replicas:   manifest.Replicas{Min: 1, Max: 1},
@@ -62,14 +62,14 @@ func testVersion(model string, n int) target.Version {
 }
 
 func TestContract(t *testing.T) {
-	targettest.Run(t, targettest.Harness{
+	servingtest.Run(t, servingtest.Harness{
 		Eventually: 20 * time.Second,
-		Setup: func(t *testing.T) targettest.Backend {
+		Setup: func(t *testing.T) servingtest.Backend {
 			e := newKubeEnv(t)
-			return targettest.Backend{
-				New:     func(t *testing.T) target.Target { return e.target(t) },
-				Version: func(_ *testing.T, model string, n int) target.Version { return testVersion(model, n) },
-				Broken: func(_ *testing.T, model string) target.Version {
+			return servingtest.Backend{
+				New:     func(t *testing.T) serving.Target { return e.target(t) },
+				Version: func(_ *testing.T, model string, n int) serving.Version { return testVersion(model, n) },
+				Broken: func(_ *testing.T, model string) serving.Version {
 					v := testVersion(model, 999)
 					e.fake.setBroken(v.ID, true)
 					return v

@@ -9,7 +9,7 @@ import (
 	"testing"
 
 	"merlin.dev/merlin/manifest"
-	"merlin.dev/merlin/target"
+	"merlin.dev/merlin/serving"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata/golden from the current rendering")
@@ -20,9 +20,9 @@ var testConfig = Config{
 }
 
 // version returns a version of model as the reconciler builds it.
-func version(model, digest string, typ manifest.ModelType, protocol manifest.Protocol) target.Version {
-	return target.Version{
-		ID: target.VersionID(model, digest), Model: model, Digest: digest, Type: typ, Protocol: protocol,
+func version(model, digest string, typ manifest.ModelType, protocol manifest.Protocol) serving.Version {
+	return serving.Version{
+		ID: serving.VersionID(model, digest), Model: model, Digest: digest, Type: typ, Protocol: protocol,
 		StorageURI: "s3://models/" + model + "/" + digest[:8] + "/",
 		Resources:  manifest.Resources{CPU: "500m", Memory: "1Gi"},
 		Replicas:   manifest.Replicas{Min: 1, Max: 3},
@@ -40,12 +40,12 @@ const (
 	digestB = "a1b2c3d4e5f60718293a4b5c6d7e8f903f2a9c1be4d5f60718293a4b5c6d7e8f"
 )
 
-func single(v target.Version) target.Deployment {
-	return target.Deployment{Model: v.Model, Versions: []target.Version{v}, Traffic: map[string]int{v.ID: 100}}
+func single(v serving.Version) serving.Deployment {
+	return serving.Deployment{Model: v.Model, Versions: []serving.Version{v}, Traffic: map[string]int{v.ID: 100}}
 }
 
 // goldenCases are the rendering cases pinned in testdata/golden.
-func goldenCases() map[string]target.Deployment {
+func goldenCases() map[string]serving.Deployment {
 	sk := version("fraud", digestA, manifest.TypeSKLearn, manifest.ProtocolV1)
 	sk2 := version("fraud", digestB, manifest.TypeSKLearn, manifest.ProtocolV1)
 	xgb := version("churn", digestA, manifest.TypeXGBoost, manifest.ProtocolV2)
@@ -60,17 +60,17 @@ func goldenCases() map[string]target.Deployment {
 	zero.Resources = manifest.Resources{}
 	zero.Env = nil
 
-	return map[string]target.Deployment{
+	return map[string]serving.Deployment{
 		"sklearn-v1":    single(sk),
 		"xgboost-v2":    single(xgb),
-		"canary-90-10":  {Model: "fraud", Versions: []target.Version{sk, sk2}, Traffic: map[string]int{sk.ID: 90, sk2.ID: 10}},
-		"shadow-20":     {Model: "fraud", Versions: []target.Version{sk, sk2}, Traffic: map[string]int{sk.ID: 100}, Mirror: &target.Mirror{Version: sk2.ID, Percent: 20}},
+		"canary-90-10":  {Model: "fraud", Versions: []serving.Version{sk, sk2}, Traffic: map[string]int{sk.ID: 90, sk2.ID: 10}},
+		"shadow-20":     {Model: "fraud", Versions: []serving.Version{sk, sk2}, Traffic: map[string]int{sk.ID: 100}, Mirror: &serving.Mirror{Version: sk2.ID, Percent: 20}},
 		"custom-image":  single(custom),
 		"scale-to-zero": single(zero),
 	}
 }
 
-func renderYAML(t *testing.T, d target.Deployment) []byte {
+func renderYAML(t *testing.T, d serving.Deployment) []byte {
 	t.Helper()
 	objs, err := Render(d, testConfig)
 	if err != nil {
@@ -175,14 +175,14 @@ func TestRenderErrors(t *testing.T) {
 	noRegistry.Registry = ""
 	for _, c := range []struct {
 		name string
-		d    target.Deployment
+		d    serving.Deployment
 		cfg  Config
 		want string
 	}{
 		{"pyfunc v1", single(pyfunc), testConfig, "speaks only protocol v2; set spec.protocol: v2"},
 		{"no storage", single(noStorage), noRegistry, "set kubernetes.registry"},
 		{"bad quantity", single(badQty), testConfig, `version bq-3f2a9c1b: cpu "lots"`},
-		{"bad traffic", target.Deployment{Model: "fraud", Versions: []target.Version{sk}, Traffic: map[string]int{sk.ID: 50}}, testConfig, "adds up to 50%"},
+		{"bad traffic", serving.Deployment{Model: "fraud", Versions: []serving.Version{sk}, Traffic: map[string]int{sk.ID: 50}}, testConfig, "adds up to 50%"},
 		{"no host", single(sk), Config{Namespace: "models"}, "host is required"},
 		{"bad namespace", single(sk), Config{Namespace: "Models", Host: "h"}, `namespace "Models"`},
 		{"bad gateway", single(sk), Config{Namespace: "models", Host: "h", Gateway: "istio-system/Ingress"}, "want [namespace/]name"},

@@ -1,17 +1,17 @@
-// Package targettest is the behaviour every target.Target must have,
+// Package targettest is the behaviour every serving.Target must have,
 // written once and run against each implementation (like litestream's
 // ReplicaClient suite):
 //
-//	func TestContract(t *testing.T) { targettest.Run(t, harness) }
+//	func TestContract(t *testing.T) { servingtest.Run(t, harness) }
 //
-// The suite drives the target only through the target.Target interface
+// The suite drives the target only through the serving.Target interface
 // and checks what Status reports. Implementations differ in how a version
 // becomes ready; the harness hides that: on the local target a version is
 // a real model directory served by a real Python process (ready on its
 // own) and a broken version is a directory the server cannot load; on the
 // kubernetes target no KServe controller runs, so the harness plays its
 // part and writes the InferenceServices' Ready conditions.
-package targettest
+package servingtest
 
 import (
 	"context"
@@ -22,7 +22,7 @@ import (
 	"testing"
 	"time"
 
-	"merlin.dev/merlin/target"
+	"merlin.dev/merlin/serving"
 )
 
 // Harness adapts one implementation to the suite.
@@ -40,12 +40,12 @@ type Harness struct {
 type Backend struct {
 	// New returns a target. Calls within one Setup share their backing
 	// state (files, cluster), so a second call is a restarted daemon.
-	New func(t *testing.T) target.Target
+	New func(t *testing.T) serving.Target
 	// Version returns a servable version n (0, 1, …) of model: versions
 	// with different n have different IDs.
-	Version func(t *testing.T, model string, n int) target.Version
+	Version func(t *testing.T, model string, n int) serving.Version
 	// Broken returns a version of model that never becomes ready.
-	Broken func(t *testing.T, model string) target.Version
+	Broken func(t *testing.T, model string) serving.Version
 }
 
 // Run runs the contract suite.
@@ -72,11 +72,11 @@ func Run(t *testing.T, h Harness) {
 	}
 }
 
-func deploy(model string, traffic map[string]int, versions ...target.Version) target.Deployment {
-	return target.Deployment{Model: model, Versions: versions, Traffic: traffic}
+func deploy(model string, traffic map[string]int, versions ...serving.Version) serving.Deployment {
+	return serving.Deployment{Model: model, Versions: versions, Traffic: traffic}
 }
 
-func apply(t *testing.T, tg target.Target, d target.Deployment) {
+func apply(t *testing.T, tg serving.Target, d serving.Deployment) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
 	defer cancel()
@@ -90,7 +90,7 @@ func apply(t *testing.T, tg target.Target, d target.Deployment) {
 type want map[string]int
 
 // waitStatus polls Status until the model looks as wanted.
-func waitStatus(t *testing.T, h Harness, tg target.Target, model string, w want, mirror *target.Mirror) target.ModelStatus {
+func waitStatus(t *testing.T, h Harness, tg serving.Target, model string, w want, mirror *serving.Mirror) serving.ModelStatus {
 	t.Helper()
 	deadline := time.Now().Add(h.Eventually)
 	for {
@@ -105,21 +105,21 @@ func waitStatus(t *testing.T, h Harness, tg target.Target, model string, w want,
 	}
 }
 
-func check(t *testing.T, tg target.Target, model string, w want, mirror *target.Mirror) (target.ModelStatus, string) {
+func check(t *testing.T, tg serving.Target, model string, w want, mirror *serving.Mirror) (serving.ModelStatus, string) {
 	t.Helper()
 	all, err := tg.Status(t.Context())
 	if err != nil {
-		return target.ModelStatus{}, fmt.Sprintf("status: %v", err)
+		return serving.ModelStatus{}, fmt.Sprintf("status: %v", err)
 	}
-	i := slices.IndexFunc(all, func(ms target.ModelStatus) bool { return ms.Model == model })
+	i := slices.IndexFunc(all, func(ms serving.ModelStatus) bool { return ms.Model == model })
 	if w == nil {
 		if i >= 0 && len(all[i].Versions) > 0 {
 			return all[i], fmt.Sprintf("model %s still has versions", model)
 		}
-		return target.ModelStatus{}, ""
+		return serving.ModelStatus{}, ""
 	}
 	if i < 0 {
-		return target.ModelStatus{}, fmt.Sprintf("model %s missing from status", model)
+		return serving.ModelStatus{}, fmt.Sprintf("model %s missing from status", model)
 	}
 	ms := all[i]
 	var got []string
@@ -136,7 +136,7 @@ func check(t *testing.T, tg target.Target, model string, w want, mirror *target.
 			return ms, fmt.Sprintf("unexpected version %s", vs.Version)
 		case vs.Weight != weight:
 			return ms, fmt.Sprintf("%s has weight %d, want %d", vs.Version, vs.Weight, weight)
-		case vs.State != target.StateReady:
+		case vs.State != serving.StateReady:
 			return ms, fmt.Sprintf("%s is %s (%s), want ready", vs.Version, vs.State, vs.LastError)
 		}
 	}
@@ -183,7 +183,7 @@ func testMirror(t *testing.T, h Harness, b Backend) {
 	v0, v1 := b.Version(t, "iris", 0), b.Version(t, "iris", 1)
 	apply(t, tg, deploy("iris", map[string]int{v0.ID: 100}, v0))
 	d := deploy("iris", map[string]int{v0.ID: 100}, v0, v1)
-	d.Mirror = &target.Mirror{Version: v1.ID, Percent: 20}
+	d.Mirror = &serving.Mirror{Version: v1.ID, Percent: 20}
 	apply(t, tg, d)
 	waitStatus(t, h, tg, "iris", want{v0.ID: 100, v1.ID: 0}, d.Mirror)
 	// Dropping the shadow removes the mirror and the version.
@@ -199,7 +199,7 @@ func testNotReady(t *testing.T, h Harness, b Backend) {
 	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
 	defer cancel()
 	err := tg.Apply(ctx, deploy("iris", map[string]int{v0.ID: 90, bad.ID: 10}, v0, bad))
-	if !errors.Is(err, target.ErrNotReady) {
+	if !errors.Is(err, serving.ErrNotReady) {
 		t.Fatalf("apply with a broken version: %v, want an error wrapping ErrNotReady", err)
 	}
 	t.Logf("apply with a broken version: %v", err)
@@ -220,7 +220,7 @@ func testNotReady(t *testing.T, h Harness, b Backend) {
 			switch {
 			case vs.Version == v0.ID && vs.Weight != 100:
 				t.Errorf("%s weight %d after a failed Apply, want 100", vs.Version, vs.Weight)
-			case vs.Version == bad.ID && (vs.Weight != 0 || vs.State == target.StateReady):
+			case vs.Version == bad.ID && (vs.Weight != 0 || vs.State == serving.StateReady):
 				t.Errorf("broken %s: weight %d state %s", vs.Version, vs.Weight, vs.State)
 			}
 		}

@@ -11,9 +11,9 @@ import (
 	"time"
 
 	"merlin.dev/merlin/manifest"
-	"merlin.dev/merlin/target"
-	"merlin.dev/merlin/target/local/modelserver"
-	"merlin.dev/merlin/target/targettest"
+	"merlin.dev/merlin/serving"
+	"merlin.dev/merlin/serving/local/modelserver"
+	"merlin.dev/merlin/serving/servingtest"
 )
 
 // TestContract runs the shared target contract with real model servers:
@@ -31,17 +31,17 @@ func TestContract(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	version := func(name string, n int, bundle string) target.Version {
+	version := func(name string, n int, bundle string) serving.Version {
 		digest := fmt.Sprintf("%x", sha256.Sum256(fmt.Appendf(nil, "%s/%d", name, n)))
-		return target.Version{
-			ID: target.VersionID(name, digest), Model: name, Digest: digest,
+		return serving.Version{
+			ID: serving.VersionID(name, digest), Model: name, Digest: digest,
 			Type: manifest.TypeSKLearn, Protocol: manifest.ProtocolV1, Bundle: bundle,
 			Replicas: manifest.Replicas{Min: 1, Max: 1},
 		}
 	}
-	targettest.Run(t, targettest.Harness{
+	servingtest.Run(t, servingtest.Harness{
 		Eventually: 2 * time.Minute,
-		Setup: func(t *testing.T) targettest.Backend {
+		Setup: func(t *testing.T) servingtest.Backend {
 			dir := t.TempDir()
 			var cur *Local
 			t.Cleanup(func() {
@@ -49,10 +49,10 @@ func TestContract(t *testing.T) {
 					cur.Close()
 				}
 			})
-			return targettest.Backend{
+			return servingtest.Backend{
 				// A restart: the previous target stops its servers, the
 				// new one restores the deployments from the state dir.
-				New: func(t *testing.T) target.Target {
+				New: func(t *testing.T) serving.Target {
 					if cur != nil {
 						cur.Close()
 					}
@@ -66,8 +66,8 @@ func TestContract(t *testing.T) {
 					cur = l
 					return l
 				},
-				Version: func(_ *testing.T, name string, n int) target.Version { return version(name, n, model) },
-				Broken: func(t *testing.T, name string) target.Version {
+				Version: func(_ *testing.T, name string, n int) serving.Version { return version(name, n, model) },
+				Broken: func(t *testing.T, name string) serving.Version {
 					bad := t.TempDir()
 					mlmodel, err := os.ReadFile(filepath.Join(model, "MLmodel"))
 					if err != nil {
