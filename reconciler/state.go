@@ -39,8 +39,8 @@ type modelState struct {
 	// Versions are the builds the rollout refers to (stable, candidate,
 	// previous, desired).
 	Versions map[string]serving.Version `json:"versions"`
-	Rollout  manifest.Rollout          `json:"rollout"`
-	State    rollout.State             `json:"state"`
+	Rollout  manifest.Rollout           `json:"rollout"`
+	State    rollout.State              `json:"state"`
 	// Error is the last problem with the model: a manifest error
 	// (path:line:col), a build failure, a target failure.
 	Error string `json:"error,omitempty"`

@@ -77,7 +77,7 @@ type ModelView struct {
 	Step      int             `json:"step"`
 	Steps     int             `json:"steps,omitempty"`
 	Versions  []VersionView   `json:"versions"`
-	Mirror    *serving.Mirror  `json:"mirror,omitempty"`
+	Mirror    *serving.Mirror `json:"mirror,omitempty"`
 	Analysis  *rollout.Result `json:"analysis,omitempty"`
 	Reason    string          `json:"reason,omitempty"`
 	LastError string          `json:"lastError,omitempty"`
@@ -90,14 +90,14 @@ type ModelView struct {
 
 // VersionView is one version of a model.
 type VersionView struct {
-	Version   string       `json:"version"`
-	Role      string       `json:"role"` // stable, candidate, previous
-	Weight    int          `json:"weight"`
+	Version   string        `json:"version"`
+	Role      string        `json:"role"` // stable, candidate, previous
+	Weight    int           `json:"weight"`
 	State     serving.State `json:"state"`
-	Endpoint  string       `json:"endpoint,omitempty"`
-	Restarts  int          `json:"restarts"`
-	LastError string       `json:"lastError,omitempty"`
-	Since     time.Time    `json:"since,omitzero"`
+	Endpoint  string        `json:"endpoint,omitempty"`
+	Restarts  int           `json:"restarts"`
+	LastError string        `json:"lastError,omitempty"`
+	Since     time.Time     `json:"since,omitzero"`
 }
 
 // Models returns every model of every repository.

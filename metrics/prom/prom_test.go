@@ -17,10 +17,10 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/model"
 
+	"merlin.dev/merlin/internal/promtest"
 	"merlin.dev/merlin/metrics"
 	"merlin.dev/merlin/metrics/metricstest"
 	"merlin.dev/merlin/metrics/prom"
-	"merlin.dev/merlin/internal/promtest"
 )
 
 // exposition is the scrape target: an HTTP server exposing, through

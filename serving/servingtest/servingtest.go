@@ -1,4 +1,4 @@
-// Package targettest is the behaviour every serving.Target must have,
+// Package servingtest is the behaviour every serving.Target must have,
 // written once and run against each implementation (like litestream's
 // ReplicaClient suite):
 //
