@@ -91,6 +91,13 @@ type Observations struct {
 	Command Command
 }
 
+// TimedEvent is an event with the time it happened, as recorded in a
+// model's history.
+type TimedEvent struct {
+	At time.Time `json:"at"`
+	Event
+}
+
 // Event describes a transition, for logs, metrics and PR comments.
 type Event struct {
 	Kind    string `json:"kind"` // deploy, step, promote, rollback, cancel, hold, pause, resume, analysis, ignored

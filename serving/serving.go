@@ -1,21 +1,28 @@
 // Package serving defines what the reconciler asks of a place that serves
-// models, and the types both sides speak. Implementations live in
-// subpackages: serving/local runs model-server processes on this machine
+// models, and the types both sides and the API speak. Implementations live
+// in subpackages: serving/local runs model-server processes on this machine
 // behind Merlin's own router; serving/kube applies KServe InferenceServices
-// and Istio VirtualServices. Both pass the same contract suite
-// (serving/servingtest).
+// and Istio VirtualServices; servingtest.Memory keeps everything in memory
+// for tests. All three pass the same contract suite (serving/servingtest).
 //
-// The interface is declarative, like a Kubernetes object: the reconciler
-// states the whole desired deployment of a model and the target converges
-// to it, starting what is missing, waiting until it is ready, moving
-// traffic, and only then stopping what is no longer listed. A rollout step
-// is just another Apply with other weights.
+// The contract is level-triggered, like a Kubernetes object and its
+// controller: the reconciler states the whole desired deployment of a
+// model with Apply, which records it, starts what is missing and returns
+// at once. The target converges on its own; readiness, progress and
+// failure are observed through Status as conditions (Ready, Progressing,
+// Degraded), never waited for inside Apply. A rollout step is just another
+// Apply with other weights.
+//
+// One rule protects clients: traffic never moves to a version that is not
+// ready. It is decided in one place, Route, which every implementation
+// calls whenever the desired deployment or a version's readiness changes.
 package serving
 
 import (
 	"context"
-	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"time"
 
 	"merlin.dev/merlin/manifest"
@@ -23,17 +30,36 @@ import (
 
 // Target serves models.
 type Target interface {
-	// Apply converges one model to d: every listed version runs and is
-	// ready, traffic is split as d says, and versions not listed are
-	// stopped once no traffic reaches them. Traffic never moves to a
-	// version that is not ready: if a version fails to become ready, Apply
-	// returns an error and the previous split stays.
+	// Apply records d as the desired state of its model and starts the
+	// versions that are missing. It returns without waiting for them:
+	// traffic follows as Route allows, and Status shows the progress. An
+	// error means d was not recorded (it is invalid, or the backend
+	// refused it); what served before keeps serving.
 	Apply(ctx context.Context, d Deployment) error
 	// Delete stops every version of a model and removes its endpoint.
 	Delete(ctx context.Context, model string) error
 	// Status reports what runs now, for every model the target knows,
-	// including deployments restored from a previous run.
+	// including deployments restored from a previous run. Only the
+	// fields a target observes are set: Name, Versions (without Role),
+	// Mirrors and Conditions.
 	Status(ctx context.Context) ([]ModelStatus, error)
+}
+
+// Notifier is a Target that signals when something it serves changes (a
+// version became ready or failed), so that the reconciler can act at once
+// instead of on its next tick. Signals are coalesced.
+type Notifier interface {
+	Changes() <-chan struct{}
+}
+
+// Comparer is a Target that compares predictions: it honours
+// Deployment.Compare, compares every mirrored answer with the served one,
+// and reports agreement in VersionStatus.Comparison. A target without it
+// cannot judge a rollout by prediction agreement (minAgreement).
+type Comparer interface {
+	Target
+	// ComparesPredictions marks the capability; it does nothing.
+	ComparesPredictions()
 }
 
 // Deployment is the desired state of one model.
@@ -43,10 +69,11 @@ type Deployment struct {
 	// Traffic maps version IDs to their share of client requests, in
 	// percent; the shares add up to 100.
 	Traffic map[string]int
-	// Mirror, when set, copies a share of client requests to a version
-	// whose responses never reach clients (a shadow); its predictions are
-	// compared with the served ones.
-	Mirror *Mirror
+	// Mirrors copy a share of client requests each to a version whose
+	// responses never reach clients (a shadow: a shadow rollout's
+	// candidate, a pull request's preview); their predictions are
+	// compared with the served ones. Several may run at once.
+	Mirrors []Mirror
 	// Compare, when set, also sends a sample of one version's requests to
 	// another in the background and compares their predictions (a canary
 	// checked against the stable version).
@@ -55,15 +82,15 @@ type Deployment struct {
 
 // Mirror sends a share of a model's requests to a shadow version.
 type Mirror struct {
-	Version string
-	Percent int
+	Version string `json:"version"`
+	Percent int    `json:"percent"`
 }
 
 // Compare samples a version's requests to check them against a baseline.
 type Compare struct {
-	Version  string // the version whose requests are sampled (the canary)
-	Baseline string // the version asked for the reference prediction (stable)
-	Percent  int
+	Version  string `json:"version"`  // the version whose requests are sampled (the canary)
+	Baseline string `json:"baseline"` // the version asked for the reference prediction (stable)
+	Percent  int    `json:"percent"`
 }
 
 // Version is one servable build of a model: its ID is the model name and
@@ -96,47 +123,8 @@ func VersionID(model, digest string) string {
 	return model + "-" + digest
 }
 
-// State is the condition of a version on a target.
-type State string
-
-// Version states.
-const (
-	StateStarting State = "starting" // launched, not ready yet
-	StateReady    State = "ready"    // answering requests
-	StateIdle     State = "idle"     // scaled to zero; starts on the next request
-	StateFailed   State = "failed"   // crashed or could not start; see LastError
-	StateStopping State = "stopping" // draining before it stops
-)
-
-// ModelStatus is what a target runs for one model.
-type ModelStatus struct {
-	Model    string          `json:"model"`
-	Versions []VersionStatus `json:"versions"`
-	Mirror   *Mirror         `json:"mirror,omitempty"`
-}
-
-// VersionStatus is the observed state of one version.
-type VersionStatus struct {
-	Version string `json:"version"`
-	Weight  int    `json:"weight"`
-	State   State  `json:"state"`
-	// Endpoint is the model server's own address (host:port locally, the
-	// predictor host on a cluster).
-	Endpoint  string `json:"endpoint,omitempty"`
-	Restarts  int    `json:"restarts"`
-	LastError string `json:"lastError,omitempty"`
-	// Fatal marks a failure a restart cannot fix (no runtime for the
-	// model's flavor, a missing package).
-	Fatal bool      `json:"fatal,omitempty"`
-	Since time.Time `json:"since"`
-}
-
-// ErrNotReady is wrapped by Apply errors for versions that did not become
-// ready in time.
-var ErrNotReady = errors.New("version not ready")
-
-// Validate checks a deployment's internal consistency: traffic and mirror
-// name listed versions and the shares add up to 100.
+// Validate checks a deployment's internal consistency: traffic, mirrors and
+// comparison name listed versions and the shares add up to 100.
 func (d Deployment) Validate() error {
 	listed := map[string]bool{}
 	for _, v := range d.Versions {
@@ -158,11 +146,130 @@ func (d Deployment) Validate() error {
 	if len(d.Versions) > 0 && total != 100 {
 		return fmt.Errorf("deployment of %s: traffic adds up to %d%%, not 100%%", d.Model, total)
 	}
-	if m := d.Mirror; m != nil && (!listed[m.Version] || m.Percent < 0 || m.Percent > 100) {
-		return fmt.Errorf("deployment of %s: invalid mirror %+v", d.Model, *m)
+	seen := map[string]bool{}
+	for _, m := range d.Mirrors {
+		if !listed[m.Version] || m.Percent < 0 || m.Percent > 100 || seen[m.Version] {
+			return fmt.Errorf("deployment of %s: invalid mirror %+v", d.Model, m)
+		}
+		seen[m.Version] = true
 	}
 	if c := d.Compare; c != nil && (!listed[c.Version] || !listed[c.Baseline] || c.Percent < 0 || c.Percent > 100) {
 		return fmt.Errorf("deployment of %s: invalid comparison %+v", d.Model, *c)
 	}
 	return nil
 }
+
+// Routing is what a target routes now for a model: the traffic that may
+// flow given which versions are ready, and the versions it must keep
+// running.
+type Routing struct {
+	// Traffic is the split to route now: the desired one once every version
+	// gaining traffic is ready, else the current one.
+	Traffic map[string]int
+	// Keep lists the versions that must run: the desired ones and those the
+	// routed split still sends traffic to. Everything else may stop.
+	Keep []string
+	// Waiting lists desired versions that gain traffic but are not ready:
+	// the reason the desired split is not routed yet.
+	Waiting []string
+}
+
+// Converged reports whether the desired split is routed.
+func (r Routing) Converged() bool { return len(r.Waiting) == 0 }
+
+// Route decides what may be routed for deployment d. current is the split
+// routed now (nil when the model serves nothing yet); ready reports
+// whether a version answers requests (a version scaled to zero that starts
+// on demand counts as ready).
+//
+// This is the one place that enforces "traffic never moves to a version
+// that is not ready": a version gains traffic only once it is ready; until
+// then the current split stays and its versions keep running. A model
+// that serves nothing yet has nothing to protect: the desired split is
+// routed at once, so that its first version serves as soon as it starts.
+func Route(d Deployment, current map[string]int, ready func(version string) bool) Routing {
+	r := Routing{Traffic: d.Traffic}
+	if len(current) > 0 {
+		for _, v := range d.Versions {
+			if w := d.Traffic[v.ID]; w > current[v.ID] && !ready(v.ID) {
+				r.Waiting = append(r.Waiting, v.ID)
+			}
+		}
+	}
+	if len(r.Waiting) > 0 {
+		r.Traffic = current
+	}
+	r.Traffic = maps.Clone(r.Traffic)
+	for _, v := range d.Versions {
+		r.Keep = append(r.Keep, v.ID)
+	}
+	for _, id := range slices.Sorted(maps.Keys(r.Traffic)) {
+		if r.Traffic[id] > 0 && !slices.Contains(r.Keep, id) {
+			r.Keep = append(r.Keep, id)
+		}
+	}
+	return r
+}
+
+// State is the lifecycle stage of a version on a target. Conditions say
+// more; State is the one-word summary the API and the status page show.
+type State string
+
+// Version states.
+const (
+	StateStarting State = "starting" // launched, not ready yet
+	StateReady    State = "ready"    // answering requests
+	StateIdle     State = "idle"     // scaled to zero; starts on the next request
+	StateFailed   State = "failed"   // crashed or could not start; see the conditions
+	StateStopping State = "stopping" // draining before it stops
+)
+
+// Role is what a version is for in its model's rollout; the reconciler
+// sets it.
+type Role string
+
+// Roles.
+const (
+	RoleStable    Role = "stable"
+	RoleCandidate Role = "candidate"
+	RolePrevious  Role = "previous"
+	RoleShadow    Role = "shadow"
+	RolePreview   Role = "preview"
+)
+
+// VersionStatus is the observed state of one version.
+type VersionStatus struct {
+	Version string `json:"version"`
+	Role    Role   `json:"role,omitempty"`
+	// Weight is the share of client traffic routed to the version now.
+	Weight int   `json:"weight"`
+	State  State `json:"state"`
+	// Endpoint is the model server's own address (host:port locally, the
+	// predictor host on a cluster).
+	Endpoint  string    `json:"endpoint,omitempty"`
+	Restarts  int       `json:"restarts"`
+	LastError string    `json:"lastError,omitempty"`
+	Since     time.Time `json:"since,omitzero"`
+	// Comparison counts how the version's predictions compared with the
+	// served ones (mirrors, compared canaries), on targets that compare.
+	Comparison *Comparison `json:"comparison,omitempty"`
+	Conditions []Condition `json:"conditions,omitempty"`
+}
+
+// Comparison counts prediction comparisons of one version.
+type Comparison struct {
+	Requests  uint64  `json:"requests"`
+	Agree     uint64  `json:"agree"`
+	Disagree  uint64  `json:"disagree"`
+	Failed    uint64  `json:"failed"`
+	Agreement float64 `json:"agreement"` // agree / (agree + disagree), 0–1; 0 when nothing compared
+}
+
+// Failed reports that the target gave up on the version: it is Degraded
+// and no longer Progressing (it crash-loops, or cannot run at all).
+func (v VersionStatus) Failed() bool {
+	return IsTrue(v.Conditions, Degraded) && !IsTrue(v.Conditions, Progressing)
+}
+
+// Ready reports that the version answers requests (or starts on demand).
+func (v VersionStatus) Ready() bool { return IsTrue(v.Conditions, Ready) }
