@@ -276,4 +276,3 @@ func ModelConditions(prev []Condition, r Routing, versions []VersionStatus, now 
 	conds = Set(conds, progressing, now)
 	return Set(conds, degraded, now)
 }
-
