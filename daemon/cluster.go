@@ -31,12 +31,10 @@ func (d *Daemon) connectCluster() error {
 		return fmt.Errorf("target kubernetes: find the cluster (in a pod: its service account; outside: KUBECONFIG): %w", err)
 	}
 	k := d.cfg.Kubernetes
-	// Apply checks readiness once and reports ErrNotReady at once: the
-	// reconciler applies again on its next tick, so one slow predictor
-	// (an image pull, a scale-up) never holds up the other models, new
-	// revisions or commands.
-	kt, err := kube.New(rc, kube.Options{Namespace: k.Namespace, Gateway: k.Gateway, Host: k.Host, Registry: k.Registry,
-		ReadyTimeout: time.Millisecond, Logger: d.log})
+	// Apply records the deployment and returns; the target moves traffic
+	// once the versions are ready, so one slow predictor (an image pull,
+	// a scale-up) never holds up the other models.
+	kt, err := kube.New(rc, kube.Options{Namespace: k.Namespace, Gateway: k.Gateway, Host: k.Host, Registry: k.Registry, Logger: d.log})
 	if err != nil {
 		return err
 	}

@@ -235,7 +235,7 @@ server: {listen: "127.0.0.1:0"}
 		return len(repos.Repos) == 1 && repos.Repos[0].SHA != ""
 	})
 
-	var model server.ModelView
+	var model serving.ModelStatus
 	if code, _ := call(t, "GET", b.api+"/api/v1/models/iris-sklearn", &model); code != http.StatusOK || !model.Paused {
 		t.Errorf("after the take-over b shows %d %+v; want the model paused, as a left it", code, model)
 	}

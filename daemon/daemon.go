@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -67,7 +68,10 @@ type Daemon struct {
 
 	// What a reconciler is built from (see startReconcilers).
 	stateDir string
-	builder  *builder.Builder
+	// bundles holds one builder directory per repository, so that each
+	// reconciler prunes only what it alone refers to.
+	bundles  string
+	events   *prometheus.CounterVec
 	provider metrics.Provider
 	claims   *reconciler.Claims
 }
@@ -122,9 +126,7 @@ func New(cfg *Config, opts Options) (*Daemon, error) {
 			}
 		}
 	}()
-	if d.builder, err = builder.New(filepath.Join(stateDir, "bundles")); err != nil {
-		return nil, err
-	}
+	d.bundles, d.events = filepath.Join(stateDir, "bundles"), reconciler.NewRolloutEvents()
 	if d.provider, err = newProvider(cfg, stats); err != nil {
 		return nil, err
 	}
@@ -136,16 +138,16 @@ func New(cfg *Config, opts Options) (*Daemon, error) {
 		d.repos = append(d.repos, r)
 	}
 	if d.elector == nil {
-		if err := d.startReconcilers(); err != nil {
+		if err := d.startReconcilers(context.Background()); err != nil {
 			return nil, err
 		}
 	}
-	d.registry.MustRegister(stats, reconciler.RolloutEvents, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	d.registry.MustRegister(stats, d.events, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	repos := make([]server.Repo, len(d.repos))
 	for i, r := range d.repos {
 		repos[i] = r
 	}
-	d.api = server.New(server.Options{Target: d.target, Repos: repos, Sources: d.sources, Gatherer: d.registry, Version: opts.Version})
+	d.api = server.New(server.Options{Repos: repos, Sources: d.sources, Gatherer: d.registry, Version: opts.Version})
 	if err := d.listen(); err != nil {
 		return nil, err
 	}
@@ -209,15 +211,20 @@ func (d *Daemon) newRepo(rc Repository) (*repo, error) {
 
 // startReconcilers builds every repository's reconciler, which loads the
 // state saved by the previous run (or the previous leader).
-func (d *Daemon) startReconcilers() error {
+func (d *Daemon) startReconcilers(ctx context.Context) error {
 	for _, r := range d.repos {
 		store, err := d.stateStore(r.cfg.Name)
 		if err != nil {
 			return err
 		}
-		rec, err := reconciler.New(reconciler.Config{
+		b, err := builder.New(filepath.Join(d.bundles, r.cfg.Name))
+		if err != nil {
+			return err
+		}
+		rec, err := reconciler.New(ctx, reconciler.Config{
 			Repo: r.cfg.Name, URL: r.src.URL(), Paths: r.cfg.Paths, StateDir: d.stateDir, State: store, Tick: d.opts.Tick,
-		}, r.src, d.target, d.builder, d.provider, d.claims, d.log)
+			TargetName: d.cfg.Target, RolloutEvents: d.events,
+		}, r.src, d.target, b, d.provider, d.claims, d.log)
 		if err != nil {
 			return err
 		}
@@ -333,7 +340,7 @@ func (d *Daemon) reconcile(ctx context.Context) error {
 	}
 	var startErr error
 	err := d.elector.Run(ctx, func(ctx context.Context) {
-		if startErr = d.startReconcilers(); startErr != nil {
+		if startErr = d.startReconcilers(ctx); startErr != nil {
 			return
 		}
 		d.runRepos(ctx)
@@ -361,5 +368,8 @@ func (d *Daemon) closeTarget() {
 	if d.local != nil {
 		d.log.Info("stopping model servers")
 		d.local.Close()
+	}
+	if c, ok := d.target.(io.Closer); ok && d.local == nil {
+		_ = c.Close()
 	}
 }

@@ -42,3 +42,9 @@ type Provider interface {
 	// since q.Since.
 	Window(ctx context.Context, q Query) (Window, error)
 }
+
+// Forgetter is a Provider that keeps per-version state (the local
+// provider's baselines) and can drop a version that no longer runs.
+type Forgetter interface {
+	Forget(version string)
+}

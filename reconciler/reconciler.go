@@ -12,6 +12,7 @@
 package reconciler
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -23,6 +24,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"merlin.dev/merlin/builder"
 	"merlin.dev/merlin/gitsource"
@@ -51,11 +54,30 @@ type Config struct {
 	State StateStore
 	// Tick is how often rollouts are stepped. Default 1s.
 	Tick time.Duration
-	// ApplyTimeout bounds each call to the target. Default 5s.
+	// ApplyTimeout bounds each call to the target, which records the
+	// desired state and returns (it never waits for readiness). Default 5s.
 	ApplyTimeout time.Duration
+	// Builds bounds the builds run at once. Default 2.
+	Builds int
+	// TargetName names the target in errors ("local", "kubernetes").
+	TargetName string
+	// RolloutEvents, when set, counts rollout transitions by repo, model
+	// and kind (see NewRolloutEvents).
+	RolloutEvents *prometheus.CounterVec
 	// Resync re-applies unchanged deployments this often, correcting drift
 	// on the target. Default 5m.
 	Resync time.Duration
+}
+
+// Builder builds a version of a model from its files: a content digest
+// and a bundle. *builder.Builder is the real one.
+type Builder interface {
+	Build(fsys fs.FS, dir string, m *manifest.Model) (builder.Result, error)
+}
+
+// Pruner is a Builder that can delete the bundles no version refers to.
+type Pruner interface {
+	Prune(ctx context.Context, keep map[string]bool) (builder.PruneStats, error) // keep: digests still referenced
 }
 
 // Reconciler reconciles one repository.
@@ -63,7 +85,7 @@ type Reconciler struct {
 	cfg     Config
 	src     Source
 	target  serving.Target
-	builder *builder.Builder
+	builder Builder
 	metrics metrics.Provider
 	claims  *Claims
 	log     *slog.Logger
@@ -72,6 +94,12 @@ type Reconciler struct {
 	commands chan commandReq
 	state    *repoState
 	store    StateStore
+	// builds delivers finished builds to the loop; buildSlots bounds them.
+	builds     chan buildResult
+	buildSlots chan struct{}
+	buildGen   int
+	// observed is the target's status of each model at the last step.
+	observed map[string]serving.ModelStatus
 
 	repoError  string
 	fileErrors map[string]string
@@ -82,7 +110,7 @@ type Reconciler struct {
 
 // New returns a reconciler; state from a previous run is loaded from
 // StateDir, so rollouts resume where they were.
-func New(cfg Config, src Source, t serving.Target, b *builder.Builder, m metrics.Provider, claims *Claims, log *slog.Logger) (*Reconciler, error) {
+func New(ctx context.Context, cfg Config, src Source, t serving.Target, b Builder, m metrics.Provider, claims *Claims, log *slog.Logger) (*Reconciler, error) {
 	if cfg.Tick == 0 {
 		cfg.Tick = time.Second
 	}
@@ -92,6 +120,8 @@ func New(cfg Config, src Source, t serving.Target, b *builder.Builder, m metrics
 	if cfg.Resync == 0 {
 		cfg.Resync = 5 * time.Minute
 	}
+	cfg.Builds = cmp.Or(cfg.Builds, 2)
+	cfg.TargetName = cmp.Or(cfg.TargetName, "this")
 	if len(cfg.Paths) == 0 {
 		cfg.Paths = []string{"."}
 	}
@@ -102,7 +132,7 @@ func New(cfg Config, src Source, t serving.Target, b *builder.Builder, m metrics
 	if store == nil {
 		store = FileStore{Path: filepath.Join(cfg.StateDir, "repos", cfg.Repo+".json")}
 	}
-	st, err := loadState(store)
+	st, err := loadState(ctx, store)
 	if err != nil {
 		return nil, err
 	}
@@ -110,6 +140,8 @@ func New(cfg Config, src Source, t serving.Target, b *builder.Builder, m metrics
 		cfg: cfg, src: src, target: t, builder: b, metrics: m, claims: claims,
 		log: log.With("repo", cfg.Repo), now: time.Now,
 		commands: make(chan commandReq), state: st, store: store,
+		builds: make(chan buildResult), buildSlots: make(chan struct{}, cfg.Builds),
+		observed: map[string]serving.ModelStatus{},
 	}
 	for name := range st.Models {
 		claims.Claim(name, cfg.Repo)
@@ -123,7 +155,7 @@ func (r *Reconciler) Run(ctx context.Context, events <-chan gitsource.Event) err
 	tick := time.NewTicker(r.cfg.Tick)
 	defer tick.Stop()
 	var changes <-chan struct{}
-	if n, ok := r.target.(interface{ Changes() <-chan struct{} }); ok {
+	if n, ok := r.target.(serving.Notifier); ok {
 		changes = n.Changes()
 	}
 	r.stepAll(ctx) // resume rollouts and re-apply what the state says
@@ -140,8 +172,10 @@ func (r *Reconciler) Run(ctx context.Context, events <-chan gitsource.Event) err
 			r.stepAll(ctx)
 		case c := <-r.commands:
 			c.reply <- r.command(ctx, c)
+		case b := <-r.builds:
+			r.finishBuild(ctx, b)
 		}
-		r.save()
+		r.save(ctx)
 		r.publish()
 	}
 }
@@ -151,7 +185,7 @@ func (r *Reconciler) Run(ctx context.Context, events <-chan gitsource.Event) err
 func (r *Reconciler) reconcileRevision(ctx context.Context, ev gitsource.Event) {
 	sha := ev.Revision.SHA
 	log := r.log.With("sha", short(sha))
-	changed, full := ev.Changed, ev.Full
+	changed, full := ev.Changed, ev.Full || r.state.ResyncAll
 	if full && r.state.SHA != "" && r.state.SHA != sha {
 		// After a restart the poller starts from scratch; diff against the
 		// last revision this reconciler saw, if the store still has it.
@@ -162,13 +196,16 @@ func (r *Reconciler) reconcileRevision(ctx context.Context, ev gitsource.Event) 
 	tree, err := r.src.Tree(sha)
 	if err != nil {
 		r.setRepoError(fmt.Sprintf("read %s: %v", short(sha), err))
+		r.state.ResyncAll = true // what changed meanwhile is compared with the last good revision
 		return
 	}
 	files, err := manifest.Load(tree, r.cfg.Paths...)
 	if err != nil {
 		r.setRepoError(err.Error())
+		r.state.ResyncAll = true
 		return
 	}
+	r.state.ResyncAll = false
 	r.setRepoError("")
 	r.fileErrors = map[string]string{}
 	for _, ms := range r.state.Models {
@@ -187,7 +224,7 @@ func (r *Reconciler) reconcileRevision(ctx context.Context, ev gitsource.Event) 
 				continue
 			}
 			declared[m.Metadata.Name] = true
-			r.declare(tree, m, sha, changed, full)
+			r.declare(ctx, tree, m, sha, changed, full)
 		}
 		if errs := f.AllErrors(); len(errs) > 0 {
 			r.holdFile(f.Name, errs, declared)
@@ -200,7 +237,7 @@ func (r *Reconciler) reconcileRevision(ctx context.Context, ev gitsource.Event) 
 
 // declare takes a model declared at the head: a broken manifest holds it;
 // a good one is built when its files or serving settings changed.
-func (r *Reconciler) declare(tree fs.FS, m *manifest.Model, sha string, changed []string, full bool) {
+func (r *Reconciler) declare(ctx context.Context, tree fs.FS, m *manifest.Model, sha string, changed []string, full bool) {
 	name := m.Metadata.Name
 	if owner := r.claims.Claim(name, r.cfg.Repo); owner != r.cfg.Repo {
 		r.modelError(name, m.File, fmt.Sprintf("%s:%d:%d: model %q is already served from repository %s", m.File, m.Pos("metadata.name").Line, m.Pos("metadata.name").Column, name, owner))
@@ -213,36 +250,37 @@ func (r *Reconciler) declare(tree fs.FS, m *manifest.Model, sha string, changed 
 	}
 	ms.File = m.File
 	if len(m.Errors) > 0 {
-		ms.Held, ms.Error = true, m.Errors.Error()
+		ms.Held, ms.Resync = true, true
+		ms.setError(serving.ReasonManifest, m.Errors.Error())
 		r.log.Warn("manifest invalid; keeping the last good version", "model", name, "err", ms.Error)
+		return
+	}
+	if err := m.CheckComparison(r.cfg.TargetName, r.compares()); err != nil {
+		ms.Held, ms.Resync = true, true
+		ms.setError(serving.ReasonManifest, err.Error())
 		return
 	}
 	dir, err := r.sourceDir(m)
 	if err != nil {
-		ms.Held, ms.Error = true, err.Error()
+		ms.Held, ms.Resync = true, true
+		ms.setError(serving.ReasonSource, err.Error())
 		return
 	}
 	settings := string(builder.Settings(m))
-	touched := full || ms.Desired == "" || ms.Dir != dir || ms.Settings != settings || touches(changed, dir)
+	touched := full || ms.Desired == "" || ms.Dir != dir || ms.Settings != settings || touches(changed, dir) ||
+		ms.Resync || (ms.BuildPending && ms.building == 0)
+	ms.Resync = false
 	ms.Rollout, ms.Held = m.Spec.Rollout, false
 	if !touched {
 		if v, ok := ms.Versions[ms.Desired]; ok {
-			ms.Versions[ms.Desired] = r.version(m, v.Digest, v.Bundle, sha)
+			ms.Versions[ms.Desired] = r.version(m, v.Digest, v.Bundle, ms.SHA) // labels may change without a build
 		}
-		ms.Error = ""
+		if ms.Reason == serving.ReasonManifest || ms.Reason == serving.ReasonSource {
+			ms.setError("", "")
+		}
 		return
 	}
-	start := r.now()
-	res, err := r.builder.Build(tree, dir, m)
-	if err != nil {
-		ms.Held, ms.Error = true, err.Error()
-		r.log.Warn("build failed; keeping the last good version", "model", name, "err", err)
-		return
-	}
-	v := r.version(m, res.Digest, res.Bundle, sha)
-	ms.Dir, ms.Settings, ms.Desired, ms.SHA, ms.Error = dir, settings, v.ID, sha, ""
-	ms.Versions[v.ID] = v
-	r.log.Info("built model", "model", name, "version", v.ID, "took", r.now().Sub(start).Round(time.Millisecond))
+	r.startBuild(ctx, tree, dir, settings, m, sha, ms)
 }
 
 // sourceDir returns the model directory of m in the repository.
@@ -290,7 +328,8 @@ func (r *Reconciler) holdFile(file string, errs manifest.ErrorList, declared map
 	held := 0
 	for name, ms := range r.state.Models {
 		if ms.File == file && !declared[name] {
-			ms.Held, ms.Error = true, msg
+			ms.Held, ms.Resync = true, true
+			ms.setError(serving.ReasonManifest, msg)
 			held++
 		}
 	}
@@ -300,7 +339,7 @@ func (r *Reconciler) holdFile(file string, errs manifest.ErrorList, declared map
 
 func (r *Reconciler) modelError(name, file, msg string) {
 	if ms := r.state.Models[name]; ms != nil {
-		ms.Error = msg
+		ms.setError(serving.ReasonManifest, msg)
 		return
 	}
 	r.setFileError(file, msg)
@@ -316,23 +355,29 @@ func (r *Reconciler) prune(ctx context.Context, declared map[string]bool) {
 		err := r.target.Delete(actx, name)
 		cancel()
 		if err != nil {
-			ms.Error = fmt.Sprintf("delete: %v", err)
+			ms.setError(serving.ReasonServing, fmt.Sprintf("delete: %v", err))
 			r.log.Error("cannot delete removed model", "model", name, "err", err)
 			continue
 		}
 		delete(r.state.Models, name)
 		r.claims.Release(name, r.cfg.Repo)
-		if l, ok := r.metrics.(interface{ Forget(string) }); ok {
+		if f, ok := r.metrics.(metrics.Forgetter); ok {
 			for id := range ms.Versions {
-				l.Forget(id)
+				f.Forget(id)
 			}
 		}
 		r.log.Info("model removed from the repository; deleted", "model", name)
 	}
 }
 
-func (r *Reconciler) save() {
-	if err := saveState(r.store, r.state); err != nil {
+// compares reports whether the target compares predictions.
+func (r *Reconciler) compares() bool {
+	_, ok := r.target.(serving.Comparer)
+	return ok
+}
+
+func (r *Reconciler) save(ctx context.Context) {
+	if err := saveState(ctx, r.store, r.state); err != nil {
 		r.log.Error("cannot save state", "err", err)
 	}
 }

@@ -1,6 +1,7 @@
 package reconciler
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -19,8 +20,11 @@ import (
 // restarts: the last reconciled revision and every model's versions and
 // rollout state.
 type repoState struct {
-	SHA    string                 `json:"sha,omitempty"`
-	Models map[string]*modelState `json:"models"`
+	SHA string `json:"sha,omitempty"`
+	// ResyncAll is set when a revision could not be read: the next one is
+	// compared in full, so that no change made meanwhile is lost.
+	ResyncAll bool                   `json:"resyncAll,omitempty"`
+	Models    map[string]*modelState `json:"models"`
 }
 
 // modelState is one model's remembered state.
@@ -42,35 +46,55 @@ type modelState struct {
 	Rollout  manifest.Rollout           `json:"rollout"`
 	State    rollout.State              `json:"state"`
 	// Error is the last problem with the model: a manifest error
-	// (path:line:col), a build failure, a target failure.
-	Error string `json:"error,omitempty"`
+	// (path:line:col), a build failure, a target failure; Reason says which.
+	Error  string         `json:"error,omitempty"`
+	Reason serving.Reason `json:"reason,omitempty"`
+	// BuildPending is set from the moment a build of the model is decided
+	// until its result is taken, so that a build interrupted by a restart
+	// is started again.
+	BuildPending bool `json:"buildPending,omitempty"`
+	// Resync is set while the model's manifest or source is broken: files
+	// changed meanwhile are not in the next diff, so the next good
+	// revision rebuilds it whatever changed.
+	Resync bool `json:"resync,omitempty"`
 	// Held is set while the model's manifest is broken: the model keeps
 	// serving what it served and is not pruned.
 	Held bool `json:"held,omitempty"`
 	// Events are the most recent rollout events, newest last.
-	Events []TimedEvent `json:"events,omitempty"`
+	Events []rollout.TimedEvent `json:"events,omitempty"`
 
 	// applied is the last deployment the target accepted; appliedAt when.
 	applied   *serving.Deployment
 	appliedAt time.Time
 	// command waits for the next rollout step.
 	command rollout.Command
+	// building is the generation of the build in flight (0 when none); a
+	// result of an older generation is stale and dropped.
+	building int
+	// conds are the model's conditions as last published.
+	conds []serving.Condition
 }
 
-// TimedEvent is a rollout event with its time.
-type TimedEvent struct {
-	At time.Time `json:"at"`
-	rollout.Event
+// setError records a problem with the model and the part that failed.
+func (m *modelState) setError(reason serving.Reason, msg string) {
+	m.Error, m.Reason = msg, reason
+}
+
+// clearError forgets a problem of the given kind, leaving others.
+func (m *modelState) clearError(reason serving.Reason) {
+	if m.Reason == reason || m.Reason == "" {
+		m.Error, m.Reason = "", ""
+	}
 }
 
 const maxEvents = 20
 
 func (m *modelState) record(now time.Time, events []rollout.Event) {
 	for _, e := range events {
-		m.Events = append(m.Events, TimedEvent{At: now, Event: e})
+		m.Events = append(m.Events, rollout.TimedEvent{At: now, Event: e})
 	}
 	if n := len(m.Events) - maxEvents; n > 0 {
-		m.Events = append([]TimedEvent(nil), m.Events[n:]...)
+		m.Events = append([]rollout.TimedEvent(nil), m.Events[n:]...)
 	}
 }
 
@@ -80,16 +104,16 @@ func (m *modelState) record(now time.Time, events []rollout.Event) {
 // daemon restarted elsewhere resumes.
 type StateStore interface {
 	// Load returns the saved blob, or nil when nothing was saved yet.
-	Load() ([]byte, error)
+	Load(ctx context.Context) ([]byte, error)
 	// Save replaces the saved blob.
-	Save(data []byte) error
+	Save(ctx context.Context, data []byte) error
 }
 
 // FileStore keeps the state in one file, replaced atomically.
 type FileStore struct{ Path string }
 
 // Load implements StateStore.
-func (f FileStore) Load() ([]byte, error) {
+func (f FileStore) Load(context.Context) ([]byte, error) {
 	data, err := os.ReadFile(f.Path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
@@ -98,7 +122,7 @@ func (f FileStore) Load() ([]byte, error) {
 }
 
 // Save implements StateStore.
-func (f FileStore) Save(data []byte) error {
+func (f FileStore) Save(_ context.Context, data []byte) error {
 	path := f.Path
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return err
@@ -106,9 +130,9 @@ func (f FileStore) Save(data []byte) error {
 	return atomicfile.Write(path, data, 0o644)
 }
 
-func loadState(store StateStore) (*repoState, error) {
+func loadState(ctx context.Context, store StateStore) (*repoState, error) {
 	st := &repoState{Models: map[string]*modelState{}}
-	data, err := store.Load()
+	data, err := store.Load(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("load state: %w", err)
 	}
@@ -124,10 +148,10 @@ func loadState(store StateStore) (*repoState, error) {
 	return st, nil
 }
 
-func saveState(store StateStore, st *repoState) error {
+func saveState(ctx context.Context, store StateStore, st *repoState) error {
 	data, err := json.MarshalIndent(st, "", "  ")
 	if err != nil {
 		return err
 	}
-	return store.Save(data)
+	return store.Save(ctx, data)
 }

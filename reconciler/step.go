@@ -1,6 +1,7 @@
 package reconciler
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -14,15 +15,16 @@ import (
 	"merlin.dev/merlin/serving"
 )
 
-// RolloutEvents counts rollout transitions, by model and kind (deploy,
-// step, promote, rollback, cancel, hold, analysis, ...).
-var RolloutEvents = prometheus.NewCounterVec(prometheus.CounterOpts{
-	Name: "merlin_rollout_events_total",
-	Help: "Rollout transitions and analyses, by model and kind.",
-}, []string{"repo", "model", "kind"})
-
-// failedRestarts is how many restarts make a crashing candidate a failure.
-const failedRestarts = 3
+// NewRolloutEvents returns the counter of rollout transitions, by
+// repository, model and kind (deploy, step, promote, rollback, cancel,
+// hold, analysis, ...), for Config.RolloutEvents. The daemon registers
+// one and shares it among its reconcilers.
+func NewRolloutEvents() *prometheus.CounterVec {
+	return prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "merlin_rollout_events_total",
+		Help: "Rollout transitions and analyses, by model and kind.",
+	}, []string{"repo", "model", "kind"})
+}
 
 // stepAll advances every model's rollout and applies its plan.
 func (r *Reconciler) stepAll(ctx context.Context) {
@@ -33,25 +35,25 @@ func (r *Reconciler) stepAll(ctx context.Context) {
 	}
 }
 
-// observeTarget returns the target's versions by model and version.
-func (r *Reconciler) observeTarget(ctx context.Context) map[string]map[string]serving.VersionStatus {
-	observed := map[string]map[string]serving.VersionStatus{}
+// observeTarget reads the target's status of this repository's models;
+// the last good reading stands in when the target cannot be read.
+func (r *Reconciler) observeTarget(ctx context.Context) map[string]serving.ModelStatus {
 	st, err := r.target.Status(ctx)
 	if err != nil {
 		r.log.Warn("cannot read target status", "err", err)
-		return observed
+		return r.observed
 	}
+	observed := make(map[string]serving.ModelStatus, len(r.state.Models))
 	for _, m := range st {
-		vs := map[string]serving.VersionStatus{}
-		for _, v := range m.Versions {
-			vs[v.Version] = v
+		if r.state.Models[m.Name] != nil {
+			observed[m.Name] = m
 		}
-		observed[m.Model] = vs
 	}
+	r.observed = observed
 	return observed
 }
 
-func (r *Reconciler) stepModel(ctx context.Context, ms *modelState, seen map[string]serving.VersionStatus, now time.Time) []rollout.Event {
+func (r *Reconciler) stepModel(ctx context.Context, ms *modelState, seen serving.ModelStatus, now time.Time) []rollout.Event {
 	if ms.Desired == "" && ms.State.Stable == "" {
 		return nil // nothing built yet
 	}
@@ -59,7 +61,9 @@ func (r *Reconciler) stepModel(ctx context.Context, ms *modelState, seen map[str
 	obs.Command, ms.command = ms.command, ""
 	next, events := rollout.Step(ms.Rollout, ms.State, obs, now)
 	for _, e := range events {
-		RolloutEvents.WithLabelValues(r.cfg.Repo, ms.Name, e.Kind).Inc()
+		if r.cfg.RolloutEvents != nil {
+			r.cfg.RolloutEvents.WithLabelValues(r.cfg.Repo, ms.Name, e.Kind).Inc()
+		}
 		if e.Kind != "analysis" || !reflect.DeepEqual(next.Analysis, ms.State.Analysis) {
 			r.log.Info("rollout", "model", ms.Name, "event", e.Kind, "version", e.Version, "reason", e.Reason)
 		}
@@ -86,23 +90,23 @@ func (r *Reconciler) startWindow(ctx context.Context, ms *modelState, prevSince 
 	}
 }
 
-// observe gathers what the rollout state machine needs to know.
-func (r *Reconciler) observe(ctx context.Context, ms *modelState, seen map[string]serving.VersionStatus) rollout.Observations {
+// observe gathers what the rollout state machine needs to know. Whether a
+// version is ready or has failed for good is the target's call, read from
+// its conditions.
+func (r *Reconciler) observe(ctx context.Context, ms *modelState, seen serving.ModelStatus) rollout.Observations {
 	o := rollout.Observations{Desired: ms.Desired}
-	if s, ok := seen[ms.State.Stable]; ok && s.State == serving.StateFailed && (s.Fatal || s.Restarts >= failedRestarts) {
+	if s, ok := seen.Version(ms.State.Stable); ok && s.Failed() {
 		o.StableFailed = true
 	}
 	c := ms.State.Candidate
 	if c == "" {
 		return o
 	}
-	if s, ok := seen[c]; ok {
-		o.CandidateReady = s.State == serving.StateReady || s.State == serving.StateIdle
-		if s.State == serving.StateFailed && (s.Fatal || s.Restarts >= failedRestarts) {
-			o.CandidateFailure = s.LastError
-			if o.CandidateFailure == "" {
-				o.CandidateFailure = fmt.Sprintf("failed %d times", s.Restarts)
-			}
+	if s, ok := seen.Version(c); ok {
+		o.CandidateReady = s.Ready()
+		if s.Failed() {
+			d, _ := serving.Find(s.Conditions, serving.Degraded)
+			o.CandidateFailure = cmp.Or(d.Message, s.LastError, string(d.Reason))
 		}
 	}
 	if p := ms.State.Phase; (p == rollout.Progressing || p == rollout.AwaitingPromotion) && r.metrics != nil {
@@ -127,13 +131,13 @@ func (r *Reconciler) apply(ctx context.Context, ms *modelState, now time.Time) {
 	for _, id := range plan.Versions {
 		v, ok := ms.Versions[id]
 		if !ok {
-			ms.Error = fmt.Sprintf("internal: no build recorded for version %s", id)
+			ms.setError(serving.ReasonRollout, fmt.Sprintf("internal: no build recorded for version %s", id))
 			return
 		}
 		d.Versions = append(d.Versions, v)
 	}
 	if plan.Mirrored != "" {
-		d.Mirror = &serving.Mirror{Version: plan.Mirrored, Percent: plan.MirrorPercent}
+		d.Mirrors = []serving.Mirror{{Version: plan.Mirrored, Percent: plan.MirrorPercent}}
 	}
 	if plan.Compared != "" {
 		d.Compare = &serving.Compare{Version: plan.Compared, Baseline: ms.State.Stable, Percent: 100}
@@ -144,34 +148,37 @@ func (r *Reconciler) apply(ctx context.Context, ms *modelState, now time.Time) {
 	actx, cancel := context.WithTimeout(ctx, r.cfg.ApplyTimeout)
 	err := r.target.Apply(actx, d)
 	cancel()
-	switch {
-	case err == nil:
-		ms.applied, ms.appliedAt = &d, now
-		if !ms.Held && ms.Error != "" && len(ms.Error) > 6 && ms.Error[:6] == "apply:" {
-			ms.Error = ""
-		}
-		r.forgetVersions(ms, plan)
-	case errors.Is(err, serving.ErrNotReady):
-		// Retried on the next tick; the rollout sees readiness itself.
-	default:
-		ms.Error = "apply: " + err.Error()
+	if err != nil {
+		ms.setError(serving.ReasonServing, "apply: "+err.Error())
 		r.log.Error("apply failed", "model", ms.Name, "err", err)
+		return
 	}
+	ms.applied, ms.appliedAt = &d, now
+	if ms.Reason == serving.ReasonServing {
+		ms.setError("", "")
+	}
+	r.forgetVersions(ctx, ms, plan)
 }
 
-// forgetVersions drops builds nothing refers to any more.
-func (r *Reconciler) forgetVersions(ms *modelState, plan rollout.Plan) {
+// forgetVersions drops builds nothing refers to any more, with their
+// metrics and, when the builder can, their bundles on disk.
+func (r *Reconciler) forgetVersions(ctx context.Context, ms *modelState, plan rollout.Plan) {
 	keep := map[string]bool{ms.Desired: true}
 	for _, id := range plan.Versions {
 		keep[id] = true
 	}
+	forgot := false
 	for id := range ms.Versions {
 		if !keep[id] {
 			delete(ms.Versions, id)
-			if l, ok := r.metrics.(interface{ Forget(string) }); ok {
-				l.Forget(id)
+			forgot = true
+			if f, ok := r.metrics.(metrics.Forgetter); ok {
+				f.Forget(id)
 			}
 		}
+	}
+	if forgot {
+		r.pruneBundles(ctx)
 	}
 }
 

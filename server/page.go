@@ -30,5 +30,5 @@ code{background:#f4f4f4;padding:1px 4px}
 
 func (s *Server) page(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
-	_ = pageTmpl.Execute(w, map[string]any{"Models": s.Models(r.Context()), "Version": s.opts.Version})
+	_ = pageTmpl.Execute(w, map[string]any{"Models": s.Models(), "Version": s.opts.Version})
 }

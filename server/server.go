@@ -10,6 +10,7 @@ import (
 	"errors"
 	"net/http"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -30,8 +31,7 @@ type Repo interface {
 
 // Options wire the server to the daemon's parts.
 type Options struct {
-	Target serving.Target
-	Repos  []Repo
+	Repos []Repo
 	// Sources reports the git pollers' health, by repository name.
 	Sources  func() map[string]gitsource.Status
 	Gatherer prometheus.Gatherer
@@ -65,96 +65,21 @@ func New(opts Options) *Server {
 // ServeHTTP implements http.Handler.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
 
-// ModelView is one model as the API shows it.
-type ModelView struct {
-	Name     string        `json:"name"`
-	Repo     string        `json:"repo"`
-	File     string        `json:"file,omitempty"`
-	Commit   string        `json:"commit,omitempty"`
-	Strategy string        `json:"strategy,omitempty"`
-	Phase    rollout.Phase `json:"phase"`
-	// Step is the canary step (1-based) and of how many; 0 outside a canary.
-	Step      int             `json:"step"`
-	Steps     int             `json:"steps,omitempty"`
-	Versions  []VersionView   `json:"versions"`
-	Mirror    *serving.Mirror `json:"mirror,omitempty"`
-	Analysis  *rollout.Result `json:"analysis,omitempty"`
-	Reason    string          `json:"reason,omitempty"`
-	LastError string          `json:"lastError,omitempty"`
-	Held      bool            `json:"held,omitempty"`
-	Paused    bool            `json:"paused,omitempty"`
-	// RolledBack is a version that failed and will not be retried.
-	RolledBack string                  `json:"rolledBack,omitempty"`
-	Events     []reconciler.TimedEvent `json:"events,omitempty"`
-}
-
-// VersionView is one version of a model.
-type VersionView struct {
-	Version   string        `json:"version"`
-	Role      string        `json:"role"` // stable, candidate, previous
-	Weight    int           `json:"weight"`
-	State     serving.State `json:"state"`
-	Endpoint  string        `json:"endpoint,omitempty"`
-	Restarts  int           `json:"restarts"`
-	LastError string        `json:"lastError,omitempty"`
-	Since     time.Time     `json:"since,omitzero"`
-}
-
-// Models returns every model of every repository.
-func (s *Server) Models(ctx context.Context) []ModelView {
-	observed := map[string]serving.ModelStatus{}
-	if st, err := s.opts.Target.Status(ctx); err == nil {
-		for _, m := range st {
-			observed[m.Model] = m
-		}
-	}
-	var out []ModelView
+// Models returns every model of every repository, in the one status
+// shape (serving.ModelStatus) the reconcilers publish: their state merged
+// with what the target observes, refreshed on every reconcile tick and
+// every change the target reports.
+func (s *Server) Models() []serving.ModelStatus {
+	var out []serving.ModelStatus
 	for _, repo := range s.opts.Repos {
-		for _, m := range repo.Status().Models {
-			out = append(out, view(m, observed[m.Name]))
-		}
+		out = append(out, repo.Status().Models...)
 	}
-	slices.SortFunc(out, func(a, b ModelView) int {
-		if a.Name < b.Name {
-			return -1
-		}
-		if a.Name > b.Name {
-			return 1
-		}
-		return 0
-	})
+	slices.SortFunc(out, func(a, b serving.ModelStatus) int { return strings.Compare(a.Name, b.Name) })
 	return out
 }
 
-func view(m reconciler.ModelStatus, seen serving.ModelStatus) ModelView {
-	st := m.Rollout
-	v := ModelView{
-		Name: m.Name, Repo: m.Repo, File: m.File, Commit: m.SHA, Strategy: m.Strategy, Phase: st.Phase,
-		Analysis: m.Analysis, Reason: st.Reason, LastError: m.Error, Held: m.Held, Paused: st.Paused,
-		RolledBack: st.RolledBack, Events: m.Events, Mirror: seen.Mirror,
-	}
-	if m.Strategy == "canary" && st.Candidate != "" && st.Phase != rollout.Deploying {
-		v.Step, v.Steps = st.Step+1, len(m.Steps)
-	}
-	byID := map[string]serving.VersionStatus{}
-	for _, vs := range seen.Versions {
-		byID[vs.Version] = vs
-	}
-	for _, role := range []struct{ name, id string }{{"stable", st.Stable}, {"candidate", st.Candidate}, {"previous", st.Previous}} {
-		if role.id == "" {
-			continue
-		}
-		vv := VersionView{Version: role.id, Role: role.name, Weight: m.Traffic[role.id], State: "pending"}
-		if vs, ok := byID[role.id]; ok {
-			vv.Weight, vv.State, vv.Endpoint, vv.Restarts, vv.LastError, vv.Since = vs.Weight, vs.State, vs.Endpoint, vs.Restarts, vs.LastError, vs.Since
-		}
-		v.Versions = append(v.Versions, vv)
-	}
-	return v
-}
-
 func (s *Server) listModels(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, http.StatusOK, map[string]any{"models": orEmpty(s.Models(r.Context()))})
+	writeJSON(w, http.StatusOK, map[string]any{"models": orEmpty(s.Models())})
 }
 
 func orEmpty[T any](s []T) []T {
@@ -166,7 +91,7 @@ func orEmpty[T any](s []T) []T {
 
 func (s *Server) getModel(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
-	for _, m := range s.Models(r.Context()) {
+	for _, m := range s.Models() {
 		if m.Name == name {
 			writeJSON(w, http.StatusOK, m)
 			return
@@ -184,7 +109,7 @@ func (s *Server) command(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	for _, repo := range s.opts.Repos {
-		if !slices.ContainsFunc(repo.Status().Models, func(m reconciler.ModelStatus) bool { return m.Name == name }) {
+		if !slices.ContainsFunc(repo.Status().Models, func(m serving.ModelStatus) bool { return m.Name == name }) {
 			continue
 		}
 		ctx, cancel := context.WithTimeout(r.Context(), 30*time.Second)

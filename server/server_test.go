@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"merlin.dev/merlin/reconciler"
 	"merlin.dev/merlin/rollout"
@@ -31,35 +32,21 @@ func (r *repoFixture) Command(_ context.Context, model string, cmd rollout.Comma
 	return reconciler.CommandResult{Model: model, Phase: rollout.Progressing}, r.err
 }
 
-// observed is a target whose Status is fixed; the server never changes
-// what a target runs.
-type observed []serving.ModelStatus
-
-func (o observed) Apply(context.Context, serving.Deployment) error {
-	return errors.New("the API must not apply")
-}
-func (o observed) Delete(context.Context, string) error { return errors.New("the API must not delete") }
-func (o observed) Status(context.Context) ([]serving.ModelStatus, error) {
-	return o, nil
-}
-
 func newTestServer(t *testing.T) (*httptest.Server, *repoFixture) {
-	repo := &repoFixture{status: reconciler.Status{Repo: "models", Models: []reconciler.ModelStatus{
-		{Name: "iris", Repo: "models", File: "iris/merlin.yaml", Strategy: "canary", Steps: []int{10, 50, 100},
-			Rollout: rollout.State{Stable: "iris-aaaaaaaa", Candidate: "iris-bbbbbbbb", Phase: rollout.Progressing, Step: 1},
-			Traffic: map[string]int{"iris-aaaaaaaa": 50, "iris-bbbbbbbb": 50}},
-		{Name: "broken", Repo: "models", File: "broken/merlin.yaml", Strategy: "direct", Held: true,
-			Error:   "broken/merlin.yaml:9:3: spec.replica: unknown field",
-			Rollout: rollout.State{Stable: "broken-cccccccc", Phase: rollout.Idle}},
+	ready := serving.VersionConditions(nil, serving.StateReady, "", "", time.Now())
+	repo := &repoFixture{status: reconciler.Status{Repo: "models", Models: []serving.ModelStatus{
+		{Name: "iris", Repo: "models", File: "iris/merlin.yaml", Strategy: "canary", Phase: rollout.Progressing, Step: 2, Steps: 3,
+			Versions: []serving.VersionStatus{
+				{Version: "iris-aaaaaaaa", Role: serving.RoleStable, Weight: 50, State: serving.StateReady, Endpoint: "127.0.0.1:1", Conditions: ready},
+				{Version: "iris-bbbbbbbb", Role: serving.RoleCandidate, Weight: 50, State: serving.StateReady, Endpoint: "127.0.0.1:2", Conditions: ready},
+			}},
+		{Name: "broken", Repo: "models", File: "broken/merlin.yaml", Strategy: "direct", Held: true, Phase: rollout.Idle,
+			LastError: "broken/merlin.yaml:9:3: spec.replica: unknown field",
+			Versions:  []serving.VersionStatus{{Version: "broken-cccccccc", Role: serving.RoleStable, Weight: 100, State: serving.StateReady}},
+			Conditions: []serving.Condition{{Type: serving.Degraded, Status: serving.True, Reason: serving.ReasonManifest,
+				Message: "broken/merlin.yaml:9:3: spec.replica: unknown field"}}},
 	}}}
-	tg := observed{
-		{Model: "iris", Versions: []serving.VersionStatus{
-			{Version: "iris-aaaaaaaa", Weight: 50, State: serving.StateReady, Endpoint: "127.0.0.1:1"},
-			{Version: "iris-bbbbbbbb", Weight: 50, State: serving.StateReady, Endpoint: "127.0.0.1:2"},
-		}},
-		{Model: "broken", Versions: []serving.VersionStatus{{Version: "broken-cccccccc", Weight: 100, State: serving.StateReady}}},
-	}
-	srv := httptest.NewServer(New(Options{Target: tg, Repos: []Repo{repo}, Version: "test"}))
+	srv := httptest.NewServer(New(Options{Repos: []Repo{repo}, Version: "test"}))
 	t.Cleanup(srv.Close)
 	return srv, repo
 }
@@ -86,7 +73,7 @@ func TestModelsView(t *testing.T) {
 	if code != 200 {
 		t.Fatalf("%d %s", code, body)
 	}
-	var out struct{ Models []ModelView }
+	var out struct{ Models []serving.ModelStatus }
 	if err := json.Unmarshal([]byte(body), &out); err != nil {
 		t.Fatal(err)
 	}
@@ -104,6 +91,13 @@ func TestModelsView(t *testing.T) {
 	broken := out.Models[0]
 	if !broken.Held || !strings.HasPrefix(broken.LastError, "broken/merlin.yaml:9:3: ") || broken.Versions[0].Weight != 100 {
 		t.Errorf("held model view %+v", broken)
+	}
+	if c, ok := serving.Find(broken.Conditions, serving.Degraded); !ok || c.Reason != serving.ReasonManifest {
+		t.Errorf("held model conditions %+v, want Degraded with reason %s", broken.Conditions, serving.ReasonManifest)
+	}
+	if !strings.Contains(body, `"lastError":"broken/merlin.yaml:9:3:`) || !strings.Contains(body, `"role":"candidate"`) ||
+		!strings.Contains(body, `"endpoint":"127.0.0.1:2"`) || !strings.Contains(body, `"weight":50`) || !strings.Contains(body, `"state":"ready"`) {
+		t.Errorf("the API's JSON field names changed (SPEC §5): %s", body)
 	}
 }
 

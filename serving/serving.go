@@ -222,6 +222,9 @@ const (
 	StateIdle     State = "idle"     // scaled to zero; starts on the next request
 	StateFailed   State = "failed"   // crashed or could not start; see the conditions
 	StateStopping State = "stopping" // draining before it stops
+	// StatePending: the reconciler refers to the version but the target
+	// does not report it (yet).
+	StatePending State = "pending"
 )
 
 // Role is what a version is for in its model's rollout; the reconciler

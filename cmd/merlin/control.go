@@ -13,7 +13,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"merlin.dev/merlin/server"
+	"merlin.dev/merlin/serving"
 )
 
 // defaultAddr is where `merlin up` serves its API; `merlin run` serves it
@@ -52,13 +52,13 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		fmt.Fprint(stdout, string(body))
 		return boolExit(code == http.StatusOK)
 	}
-	var models []server.ModelView
+	var models []serving.ModelStatus
 	if fs.NArg() > 0 {
-		var m server.ModelView
+		var m serving.ModelStatus
 		err = json.Unmarshal(body, &m)
-		models = []server.ModelView{m}
+		models = []serving.ModelStatus{m}
 	} else {
-		var list struct{ Models []server.ModelView }
+		var list struct{ Models []serving.ModelStatus }
 		err = json.Unmarshal(body, &list)
 		models = list.Models
 	}
@@ -70,7 +70,7 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	return exitOK
 }
 
-func printStatus(w io.Writer, models []server.ModelView) {
+func printStatus(w io.Writer, models []serving.ModelStatus) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "MODEL\tPHASE\tVERSION\tROLE\tWEIGHT\tSTATE\tANALYSIS")
 	for _, m := range models {

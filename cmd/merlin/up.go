@@ -122,7 +122,7 @@ func announce(ctx context.Context, api *server.Server, root, base string, w io.W
 			return
 		case <-tick.C:
 		}
-		for _, m := range api.Models(ctx) {
+		for _, m := range api.Models() {
 			if shown[m.Name] || !isServing(m) {
 				continue
 			}
@@ -132,7 +132,7 @@ func announce(ctx context.Context, api *server.Server, root, base string, w io.W
 	}
 }
 
-func isServing(m server.ModelView) bool {
+func isServing(m serving.ModelStatus) bool {
 	for _, v := range m.Versions {
 		if v.Weight > 0 && v.State == serving.StateReady {
 			return true
@@ -143,7 +143,7 @@ func isServing(m server.ModelView) bool {
 
 // curlFor builds a prediction request for a model from its input example
 // or signature, read from the working tree.
-func curlFor(root, base string, m server.ModelView) string {
+func curlFor(root, base string, m serving.ModelStatus) string {
 	path, body := "/v1/models/"+m.Name+":predict", `{"instances": [[...]]}`
 	f, err := manifest.ReadFile(os.DirFS(root), m.File, m.File)
 	var mm *manifest.Model

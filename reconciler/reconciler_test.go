@@ -1,0 +1,429 @@
+package reconciler
+
+import (
+	"context"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"maps"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"testing/fstest"
+	"time"
+
+	"merlin.dev/merlin/builder"
+	"merlin.dev/merlin/gitsource"
+	"merlin.dev/merlin/manifest"
+	"merlin.dev/merlin/rollout"
+	"merlin.dev/merlin/serving"
+	"merlin.dev/merlin/serving/servingtest"
+)
+
+// repo is a fake git history: trees by SHA, built from the previous one.
+type repo struct {
+	mu    sync.Mutex
+	trees map[string]fstest.MapFS
+	head  string
+	n     int
+}
+
+func newRepo() *repo { return &repo{trees: map[string]fstest.MapFS{}} }
+
+// commit applies changes (path → content, "" deletes) to the head's tree
+// and returns the event a poller would deliver.
+func (r *repo) commit(changes map[string]string) gitsource.Event {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	tree := fstest.MapFS{}
+	maps.Copy(tree, r.trees[r.head])
+	var changed []string
+	for p, content := range changes {
+		changed = append(changed, p)
+		if content == "" {
+			delete(tree, p)
+			continue
+		}
+		tree[p] = &fstest.MapFile{Data: []byte(content), Mode: 0o644}
+	}
+	r.n++
+	sha := fmt.Sprintf("%040x", r.n)
+	ev := gitsource.Event{Revision: gitsource.Revision{SHA: sha}, Previous: r.head, Changed: changed, Full: r.head == ""}
+	r.trees[sha], r.head = tree, sha
+	return ev
+}
+
+func (r *repo) Tree(sha string) (fs.FS, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	t, ok := r.trees[sha]
+	if !ok {
+		return nil, fmt.Errorf("no commit %s", sha)
+	}
+	return t, nil
+}
+
+func (r *repo) ChangedFull(context.Context, string, string) ([]string, bool, error) {
+	return nil, true, nil
+}
+
+// countingBuilder counts builds and can hold the builds of one model.
+type countingBuilder struct {
+	real   *builder.Builder
+	builds atomic.Int64
+	hold   string        // model whose builds wait for release
+	gate   chan struct{} // closed to release them
+}
+
+func (b *countingBuilder) Build(fsys fs.FS, dir string, m *manifest.Model) (builder.Result, error) {
+	if b.hold != "" && m.Metadata.Name == b.hold {
+		<-b.gate
+	}
+	b.builds.Add(1)
+	return b.real.Build(fsys, dir, m)
+}
+
+func model(name, strategy string, extra ...string) string {
+	return fmt.Sprintf(`apiVersion: merlin.dev/v1
+kind: Model
+metadata:
+  name: %s
+spec:
+  type: sklearn
+  source:
+    path: ./model
+  rollout:
+    strategy: %s
+%s`, name, strategy, strings.Join(extra, "\n"))
+}
+
+// files declares model name in directory name/ with a model file whose
+// content is weights.
+func files(name, strategy, weights string, extra ...string) map[string]string {
+	return map[string]string{
+		name + "/merlin.yaml":     model(name, strategy, extra...),
+		name + "/model/MLmodel":   "flavors:\n  sklearn: {}\n",
+		name + "/model/model.pkl": weights,
+	}
+}
+
+type fixture struct {
+	t      *testing.T
+	repo   *repo
+	mem    *servingtest.Memory
+	b      *countingBuilder
+	rec    *Reconciler
+	claims *Claims
+}
+
+func newFixture(t *testing.T, target serving.Target, claims *Claims, name string) *fixture {
+	t.Helper()
+	real, err := builder.New(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &fixture{t: t, repo: newRepo(), b: &countingBuilder{real: real}, claims: claims}
+	if m, ok := target.(*servingtest.Memory); ok {
+		f.mem = m
+	}
+	f.rec, err = New(t.Context(), Config{Repo: name, StateDir: t.TempDir(), Tick: time.Hour, TargetName: "test"},
+		f.repo, target, f.b, nil, claims, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+// push delivers a commit and runs the loop until its builds landed.
+func (f *fixture) push(changes map[string]string) {
+	f.t.Helper()
+	ctx := f.t.Context()
+	f.rec.reconcileRevision(ctx, f.repo.commit(changes))
+	f.drainBuilds()
+	f.rec.stepAll(ctx)
+	f.rec.publish()
+}
+
+func (f *fixture) drainBuilds() {
+	f.t.Helper()
+	for f.building() {
+		select {
+		case b := <-f.rec.builds:
+			f.rec.finishBuild(f.t.Context(), b)
+		case <-time.After(10 * time.Second):
+			f.t.Fatal("a build did not finish")
+		}
+	}
+}
+
+func (f *fixture) building() bool {
+	for _, ms := range f.rec.state.Models {
+		if ms.building != 0 {
+			return true
+		}
+	}
+	return false
+}
+
+func (f *fixture) model(name string) serving.ModelStatus {
+	f.t.Helper()
+	for _, m := range f.rec.Status().Models {
+		if m.Name == name {
+			return m
+		}
+	}
+	return serving.ModelStatus{}
+}
+
+// served returns the traffic the target routes for model.
+func (f *fixture) served(name string) map[string]int {
+	st, _ := f.mem.Status(f.t.Context())
+	for _, m := range st {
+		if m.Name == name {
+			out := map[string]int{}
+			for _, v := range m.Versions {
+				out[v.Version] = v.Weight
+			}
+			return out
+		}
+	}
+	return nil
+}
+
+// TestDecisions is the reconciler's decisions, commit by commit, against
+// the in-memory target (which passes the same contract as local and kube).
+func TestDecisions(t *testing.T) {
+	type step struct {
+		changes map[string]string
+		check   func(t *testing.T, f *fixture, prev serving.ModelStatus)
+	}
+	serves := func(name string) func(t *testing.T, f *fixture, _ serving.ModelStatus) {
+		return func(t *testing.T, f *fixture, _ serving.ModelStatus) {
+			m := f.model(name)
+			if m.Desired == "" || f.served(name)[m.Desired] != 100 {
+				t.Fatalf("%s: desired %q, served %v", name, m.Desired, f.served(name))
+			}
+		}
+	}
+	tests := []struct {
+		name  string
+		steps []step
+	}{
+		{"new digest deploys", []step{
+			{files("iris", "direct", "w1"), serves("iris")},
+			{map[string]string{"iris/model/model.pkl": "w2"}, func(t *testing.T, f *fixture, prev serving.ModelStatus) {
+				m := f.model("iris")
+				if m.Desired == prev.Desired {
+					t.Fatalf("new weights kept version %s", m.Desired)
+				}
+				serves("iris")(t, f, prev)
+			}},
+		}},
+		{"same digest builds nothing", []step{
+			{files("iris", "direct", "w1"), serves("iris")},
+			{map[string]string{"README.md": "docs"}, func(t *testing.T, f *fixture, prev serving.ModelStatus) {
+				if n := f.b.builds.Load(); n != 1 {
+					t.Fatalf("%d builds, want 1: an unrelated change rebuilt the model", n)
+				}
+				if m := f.model("iris"); m.Desired != prev.Desired || f.mem.Applies("iris") != 1 {
+					t.Fatalf("desired %s → %s, %d applies", prev.Desired, m.Desired, f.mem.Applies("iris"))
+				}
+			}},
+		}},
+		{"broken manifest holds the last good version", []step{
+			{files("iris", "direct", "w1"), serves("iris")},
+			{map[string]string{"iris/merlin.yaml": model("iris", "direct", "  replica: 2"), "iris/model/model.pkl": "w2"},
+				func(t *testing.T, f *fixture, prev serving.ModelStatus) {
+					m := f.model("iris")
+					c, _ := serving.Find(m.Conditions, serving.Degraded)
+					if !m.Held || c.Status != serving.True || c.Reason != serving.ReasonManifest || !strings.HasPrefix(c.Message, "iris/merlin.yaml:") {
+						t.Fatalf("held %v, degraded %+v", m.Held, c)
+					}
+					if f.served("iris")[prev.Desired] != 100 {
+						t.Fatalf("the last good version stopped serving: %v", f.served("iris"))
+					}
+				}},
+			{map[string]string{"iris/merlin.yaml": model("iris", "direct")}, func(t *testing.T, f *fixture, prev serving.ModelStatus) {
+				m := f.model("iris")
+				if m.Held || m.LastError != "" || m.Desired == prev.Desired {
+					t.Fatalf("fixed manifest: held %v, error %q, desired %s", m.Held, m.LastError, m.Desired)
+				}
+				serves("iris")(t, f, prev)
+			}},
+		}},
+		{"removed model is deleted", []step{
+			{merge(files("iris", "direct", "w1"), files("wine", "direct", "w1")), serves("wine")},
+			{map[string]string{"iris/merlin.yaml": "", "iris/model/MLmodel": "", "iris/model/model.pkl": ""},
+				func(t *testing.T, f *fixture, _ serving.ModelStatus) {
+					if _, ok := f.mem.Desired("iris"); ok || f.model("iris").Name != "" {
+						t.Fatal("a removed model is still deployed")
+					}
+					if f.claims.Claim("iris", "other") != "other" {
+						t.Fatal("the removed model's name is still claimed")
+					}
+					serves("wine")(t, f, serving.ModelStatus{})
+				}},
+		}},
+		{"rolled-back digest recommitted is not retried", []step{
+			{files("iris", "canary", "w1", "    steps: [50, 100]", "    interval: 5s"), serves("iris")},
+			{map[string]string{"iris/model/model.pkl": "bad"}, func(t *testing.T, f *fixture, prev serving.ModelStatus) {
+				if _, err := f.rec.Command(commandCtx(t, f), "iris", rollout.Rollback); err != nil {
+					t.Fatal(err)
+				}
+				if m := f.model("iris"); m.Phase != rollout.RolledBack || f.served("iris")[prev.Desired] != 100 {
+					t.Fatalf("after rollback: phase %s, served %v", m.Phase, f.served("iris"))
+				}
+			}},
+			{map[string]string{"iris/model/model.pkl": "w1"}, nil}, // back to good...
+			{map[string]string{"iris/model/model.pkl": "bad"}, func(t *testing.T, f *fixture, _ serving.ModelStatus) { // ...and the bad one again
+				m := f.model("iris")
+				if m.Phase == rollout.Progressing || m.Phase == rollout.Deploying {
+					t.Logf("recommitted the rolled-back digest: phase %s (%s)", m.Phase, m.Reason)
+				}
+				for v, w := range f.served("iris") {
+					if v == m.RolledBack && w > 0 {
+						t.Fatalf("the rolled-back version %s gets traffic again: %v", v, f.served("iris"))
+					}
+				}
+			}},
+		}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFixture(t, servingtest.NewMemory(), NewClaims(), "models")
+			var prev serving.ModelStatus
+			for i, s := range tc.steps {
+				f.push(s.changes)
+				if s.check != nil {
+					t.Run(fmt.Sprint("commit", i+1), func(t *testing.T) { s.check(t, f, prev) })
+				}
+				prev = f.model("iris")
+			}
+		})
+	}
+}
+
+// commandCtx runs the reconciler's loop for a command, which is taken on
+// the loop like everything else.
+func commandCtx(t *testing.T, f *fixture) context.Context {
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case c := <-f.rec.commands:
+				c.reply <- f.rec.command(ctx, c)
+				f.rec.publish()
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+	return ctx
+}
+
+func merge(ms ...map[string]string) map[string]string {
+	out := map[string]string{}
+	for _, m := range ms {
+		maps.Copy(out, m)
+	}
+	return out
+}
+
+// TestClaims: two repositories declaring one model name: the first keeps
+// it, the second reports a positioned error and deploys nothing.
+func TestClaims(t *testing.T) {
+	mem, claims := servingtest.NewMemory(), NewClaims()
+	a := newFixture(t, mem, claims, "a")
+	b := newFixture(t, mem, claims, "b")
+	a.push(files("iris", "direct", "from-a"))
+	b.push(files("iris", "direct", "from-b"))
+	want := a.model("iris").Desired
+	if got := a.served("iris"); got[want] != 100 || len(got) != 1 {
+		t.Fatalf("iris serves %v, want %s from repository a", got, want)
+	}
+	msg := b.rec.Status().FileErrors["iris/merlin.yaml"]
+	if !strings.Contains(msg, "iris/merlin.yaml:4:") || !strings.Contains(msg, "already served from repository a") {
+		t.Fatalf("repository b's error: %q", msg)
+	}
+}
+
+// TestSlowBuildDoesNotStall: a model whose build takes long does not hold
+// up another model's deployment, commands or ticks.
+func TestSlowBuildDoesNotStall(t *testing.T) {
+	f := newFixture(t, servingtest.NewMemory(), NewClaims(), "models")
+	f.b.hold, f.b.gate = "slow", make(chan struct{})
+	ctx := t.Context()
+	f.rec.reconcileRevision(ctx, f.repo.commit(merge(files("slow", "direct", "w"), files("fast", "direct", "w"))))
+	deadline := time.Now().Add(10 * time.Second)
+	for f.model("fast").Desired == "" || f.served("fast")[f.model("fast").Desired] != 100 {
+		select {
+		case b := <-f.rec.builds:
+			f.rec.finishBuild(ctx, b)
+		case <-time.After(20 * time.Millisecond):
+		}
+		f.rec.stepAll(ctx)
+		f.rec.publish()
+		if time.Now().After(deadline) {
+			t.Fatalf("fast did not deploy while slow was building: %+v", f.model("fast"))
+		}
+	}
+	slow := f.model("slow")
+	if c, _ := serving.Find(slow.Conditions, serving.Progressing); c.Status != serving.True || c.Reason != serving.ReasonBuilding {
+		t.Fatalf("slow model while building: %+v", slow.Conditions)
+	}
+	close(f.b.gate)
+	f.drainBuilds()
+	f.rec.stepAll(ctx)
+	f.rec.publish()
+	if m := f.model("slow"); f.served("slow")[m.Desired] != 100 {
+		t.Fatalf("slow after its build: %+v", m)
+	}
+}
+
+// TestNotReadyDoesNotStall: a version that never becomes ready keeps its
+// model where it was and says why, while another model deploys.
+func TestNotReadyDoesNotStall(t *testing.T) {
+	mem := servingtest.NewMemory()
+	f := newFixture(t, mem, NewClaims(), "models")
+	f.push(files("iris", "canary", "w1", "    steps: [50, 100]", "    interval: 5s"))
+	stable := f.model("iris").Desired
+	// The next build's version will not become ready: hold every version
+	// the builder makes from now on, by digest.
+	ev := f.repo.commit(map[string]string{"iris/model/model.pkl": "w2"})
+	f.rec.reconcileRevision(t.Context(), ev)
+	b := <-f.rec.builds
+	mem.Break(serving.VersionID("iris", b.res.Digest), "model.pkl: not a pickle")
+	f.rec.finishBuild(t.Context(), b)
+	f.push(files("wine", "direct", "w1"))
+	if m := f.model("wine"); f.served("wine")[m.Desired] != 100 {
+		t.Fatalf("wine did not deploy while iris's candidate failed: %+v", m)
+	}
+	m := f.model("iris")
+	if f.served("iris")[stable] != 100 {
+		t.Fatalf("iris traffic moved: %v", f.served("iris"))
+	}
+	if m.Phase != rollout.RolledBack && m.Phase != rollout.Deploying {
+		t.Fatalf("iris phase %s (%s)", m.Phase, m.Reason)
+	}
+	t.Logf("iris: phase %s, reason %q", m.Phase, m.Reason)
+}
+
+// noCompare is a target that does not compare predictions (as kube).
+type noCompare struct{ serving.Target }
+
+// TestMinAgreementNeedsComparison: on a target that cannot compare
+// predictions, minAgreement is a positioned error, not a silent hold.
+func TestMinAgreementNeedsComparison(t *testing.T) {
+	f := newFixture(t, noCompare{servingtest.NewMemory()}, NewClaims(), "models")
+	f.push(files("iris", "canary", "w1", "    analysis:", "      minAgreement: 95%"))
+	m := f.model("iris")
+	c, _ := serving.Find(m.Conditions, serving.Degraded)
+	if c.Status != serving.True || c.Reason != serving.ReasonManifest || !strings.Contains(c.Message, "iris/merlin.yaml:") ||
+		!strings.Contains(c.Message, "minAgreement") {
+		t.Fatalf("degraded %+v", c)
+	}
+}
