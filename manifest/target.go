@@ -5,7 +5,7 @@ package manifest
 // does not compare predictions (the kubernetes target, until comparison
 // exists on clusters). Without it such a rollout would hold forever,
 // waiting for an agreement figure that never comes.
-func (m *Model) CheckComparison(target string, compares bool) error {
+func (m *Model) CheckComparison(target string, compares bool) *Error {
 	if compares || m.Spec.Rollout.Analysis.MinAgreement == 0 {
 		return nil
 	}

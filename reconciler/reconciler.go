@@ -5,10 +5,17 @@
 //
 // One Reconciler owns one repository and runs one loop, so its state needs
 // no locks beyond the snapshot it publishes for the API. The loop reacts to
-// three things: a new revision from the git poller (load manifests, build
-// what changed, prune what was removed), a rollout tick (observe, step the
-// rollout state machine, apply its plan), and a person's command
-// (promote, rollback, pause, resume).
+// five things: a new revision from the git poller (load manifests, start
+// builds of what changed, prune what was removed), a finished build (a new
+// desired version), a rollout tick or a change the target reports
+// (observe, step the rollout state machine, apply its plan), and a
+// person's command (promote, rollback, pause, resume). Nothing on the loop
+// waits for a slow model: builds run beside it, and the serving target's
+// Apply records the desired state and returns; readiness is observed.
+//
+// The loop publishes each model in the one status shape the API serves
+// (serving.ModelStatus): its state merged with the target's observations,
+// with conditions whose reasons say which part failed.
 package reconciler
 
 import (

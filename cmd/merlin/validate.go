@@ -10,15 +10,18 @@ import (
 	"path/filepath"
 	"strings"
 
+	"merlin.dev/merlin/daemon"
 	"merlin.dev/merlin/manifest"
 )
 
 func runValidate(_ context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("validate", flag.ContinueOnError)
 	format := fs.String("format", "text", "output format: text or json")
+	config := fs.String("config", "", "daemon configuration file: also check what its target supports")
+	target := fs.String("target", "", "also check what this target supports: local or kubernetes (default: the config's)")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "Usage: merlin validate [--format text|json] [PATH...]")
-		fmt.Fprintln(stderr, "\nChecks merlin.yaml files. A directory is searched recursively for files named merlin.yaml;\na file is checked whatever its name. Exits 1 when any manifest is invalid, printing\none `path:line:col: field: message` line per problem.")
+		fmt.Fprintln(stderr, "Usage: merlin validate [--format text|json] [--config FILE | --target local|kubernetes] [PATH...]")
+		fmt.Fprintln(stderr, "\nChecks merlin.yaml files. A directory is searched recursively for files named merlin.yaml;\na file is checked whatever its name. Exits 1 when any manifest is invalid, printing\none `path:line:col: field: message` line per problem. With a target (from --target or\nthe config's), manifests asking for what that target cannot do are errors too.")
 		fs.PrintDefaults()
 	}
 	if code, ok := parseFlags(fs, args, stderr); !ok {
@@ -26,6 +29,18 @@ func runValidate(_ context.Context, args []string, stdout, stderr io.Writer) int
 	}
 	if *format != "text" && *format != "json" {
 		fmt.Fprintf(stderr, "merlin validate: unknown --format %q (text or json)\n", *format)
+		return exitUsage
+	}
+	if *config != "" && *target == "" {
+		cfg, err := daemon.LoadConfig(*config)
+		if err != nil {
+			fmt.Fprintf(stderr, "merlin validate: %v\n", err)
+			return exitFailure
+		}
+		*target = cfg.Target
+	}
+	if *target != "" && *target != "local" && *target != "kubernetes" {
+		fmt.Fprintf(stderr, "merlin validate: unknown --target %q (local or kubernetes)\n", *target)
 		return exitUsage
 	}
 	files, err := loadPaths(fs.Args())
@@ -38,6 +53,11 @@ func runValidate(_ context.Context, args []string, stdout, stderr io.Writer) int
 	for _, f := range files {
 		errs = append(errs, f.AllErrors()...)
 		models += len(f.Models)
+		for _, m := range f.Models {
+			if err := m.CheckComparison(*target, *target != "kubernetes"); err != nil && len(m.Errors) == 0 {
+				errs = append(errs, err)
+			}
+		}
 	}
 	if *format == "json" {
 		report := struct {
