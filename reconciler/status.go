@@ -71,7 +71,7 @@ func modelStatus(repo string, ms *modelState, seen serving.ModelStatus) serving.
 	for _, role := range []struct {
 		role serving.Role
 		id   string
-	}{{serving.RoleStable, s.Stable}, {roleOfCandidate(ms), s.Candidate}, {serving.RolePrevious, s.Previous}} {
+	}{{serving.RoleStable, s.Stable}, {serving.RoleCandidate, s.Candidate}, {serving.RolePrevious, s.Previous}} {
 		if role.id == "" {
 			continue
 		}
@@ -83,15 +83,6 @@ func modelStatus(repo string, ms *modelState, seen serving.ModelStatus) serving.
 		m.Versions = append(m.Versions, v)
 	}
 	return m
-}
-
-// roleOfCandidate is a shadow rollout's candidate's role: it never
-// answers clients.
-func roleOfCandidate(ms *modelState) serving.Role {
-	if ms.Rollout.Strategy.Mirrored() && ms.State.Weight == 0 {
-		return serving.RoleShadow
-	}
-	return serving.RoleCandidate
 }
 
 // modelConditions summarises a model: the target's view of what it routes,

@@ -236,8 +236,8 @@ const (
 	RoleStable    Role = "stable"
 	RoleCandidate Role = "candidate"
 	RolePrevious  Role = "previous"
-	RoleShadow    Role = "shadow"
-	RolePreview   Role = "preview"
+	// RolePreview is a pull request's version, mirrored beside production.
+	RolePreview Role = "preview"
 )
 
 // VersionStatus is the observed state of one version.
