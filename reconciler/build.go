@@ -93,6 +93,9 @@ func (r *Reconciler) pruneBundles(ctx context.Context) {
 		for _, v := range ms.Versions {
 			keep[v.Digest] = true
 		}
+		for _, p := range ms.Previews {
+			keep[p.Version.Digest] = true
+		}
 	}
 	st, err := p.Prune(ctx, keep)
 	if err != nil {

@@ -99,6 +99,7 @@ type Reconciler struct {
 	now     func() time.Time
 
 	commands chan commandReq
+	previews chan previewReq
 	state    *repoState
 	store    StateStore
 	// builds delivers finished builds to the loop; buildSlots bounds them.
@@ -146,7 +147,7 @@ func New(ctx context.Context, cfg Config, src Source, t serving.Target, b Builde
 	r := &Reconciler{
 		cfg: cfg, src: src, target: t, builder: b, metrics: m, claims: claims,
 		log: log.With("repo", cfg.Repo), now: time.Now,
-		commands: make(chan commandReq), state: st, store: store,
+		commands: make(chan commandReq), previews: make(chan previewReq), state: st, store: store,
 		builds: make(chan buildResult), buildSlots: make(chan struct{}, cfg.Builds),
 		observed: map[string]serving.ModelStatus{},
 	}
@@ -181,6 +182,8 @@ func (r *Reconciler) Run(ctx context.Context, events <-chan gitsource.Event) err
 			c.reply <- r.command(ctx, c)
 		case b := <-r.builds:
 			r.finishBuild(ctx, b)
+		case p := <-r.previews:
+			p.reply <- r.preview(ctx, p)
 		}
 		r.save(ctx)
 		r.publish()

@@ -304,8 +304,8 @@ func TestDecisions(t *testing.T) {
 	}
 }
 
-// commandCtx runs the reconciler's loop for a command, which is taken on
-// the loop like everything else.
+// commandCtx runs the reconciler's loop for commands and previews, which
+// are taken on the loop like everything else.
 func commandCtx(t *testing.T, f *fixture) context.Context {
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan struct{})
@@ -315,6 +315,9 @@ func commandCtx(t *testing.T, f *fixture) context.Context {
 			select {
 			case c := <-f.rec.commands:
 				c.reply <- f.rec.command(ctx, c)
+				f.rec.publish()
+			case p := <-f.rec.previews:
+				p.reply <- f.rec.preview(ctx, p)
 				f.rec.publish()
 			case <-ctx.Done():
 				return
@@ -425,5 +428,47 @@ func TestMinAgreementNeedsComparison(t *testing.T) {
 	if c.Status != serving.True || c.Reason != serving.ReasonManifest || !strings.Contains(c.Message, "iris/merlin.yaml:") ||
 		!strings.Contains(c.Message, "minAgreement") {
 		t.Fatalf("degraded %+v", c)
+	}
+}
+
+// TestPreviewsBesideShadow: a shadow rollout and two pull requests'
+// previews of one model mirror side by side, each its own share; closing
+// a pull request removes its preview only.
+func TestPreviewsBesideShadow(t *testing.T) {
+	mem := servingtest.NewMemory()
+	f := newFixture(t, mem, NewClaims(), "models")
+	f.push(files("iris", "shadow", "w1", "    interval: 1h", "    mirrorPercent: 100"))
+	f.push(map[string]string{"iris/model/model.pkl": "w2"})
+	ctx := commandCtx(t, f)
+	var previews []serving.Version
+	for i, w := range []string{"pr7", "pr8"} {
+		res, err := f.b.real.Build(fstest.MapFS{"model/MLmodel": {Data: []byte("flavors:\n  sklearn: {}\n")}, "model/model.pkl": {Data: []byte(w)}}, "model", &manifest.Model{Metadata: manifest.Metadata{Name: "iris"}, Spec: manifest.Spec{Type: manifest.TypeSKLearn}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		v := serving.Version{ID: serving.VersionID("iris", res.Digest), Model: "iris", Digest: res.Digest, Bundle: res.Bundle}
+		previews = append(previews, v)
+		if err := f.rec.SetPreview(ctx, 7+i, v, 10*(i+1)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	d, _ := mem.Desired("iris")
+	if len(d.Mirrors) != 3 || d.Mirrors[1] != (serving.Mirror{Version: previews[0].ID, Percent: 10}) || d.Mirrors[2] != (serving.Mirror{Version: previews[1].ID, Percent: 20}) {
+		t.Fatalf("mirrors %+v, want the shadow candidate and two previews", d.Mirrors)
+	}
+	m := f.model("iris")
+	var roles []string
+	for _, v := range m.Versions {
+		roles = append(roles, fmt.Sprintf("%s:%d:%d", v.Role, v.PR, v.Weight))
+	}
+	if strings.Join(roles, " ") != "stable:0:100 candidate:0:0 preview:7:0 preview:8:0" {
+		t.Fatalf("versions %v", roles)
+	}
+	if err := f.rec.RemovePreviews(ctx, 7); err != nil {
+		t.Fatal(err)
+	}
+	d, _ = mem.Desired("iris")
+	if len(d.Mirrors) != 2 || d.Mirrors[1].Version != previews[1].ID {
+		t.Fatalf("after closing #7: mirrors %+v", d.Mirrors)
 	}
 }

@@ -43,8 +43,11 @@ type modelState struct {
 	// Versions are the builds the rollout refers to (stable, candidate,
 	// previous, desired).
 	Versions map[string]serving.Version `json:"versions"`
-	Rollout  manifest.Rollout           `json:"rollout"`
-	State    rollout.State              `json:"state"`
+	// Previews are pull requests' versions mirrored beside production, by
+	// pull request number.
+	Previews map[int]Preview  `json:"previews,omitempty"`
+	Rollout  manifest.Rollout `json:"rollout"`
+	State    rollout.State    `json:"state"`
 	// Error is the last problem with the model: a manifest error
 	// (path:line:col), a build failure, a target failure; Reason says which.
 	Error  string         `json:"error,omitempty"`

@@ -82,6 +82,18 @@ func modelStatus(repo string, ms *modelState, seen serving.ModelStatus) serving.
 		v.Role = role.role
 		m.Versions = append(m.Versions, v)
 	}
+	for _, pr := range slices.Sorted(maps.Keys(ms.Previews)) {
+		p := ms.Previews[pr]
+		if slices.ContainsFunc(m.Versions, func(v serving.VersionStatus) bool { return v.Version == p.Version.ID }) {
+			continue
+		}
+		v, ok := seen.Version(p.Version.ID)
+		if !ok {
+			v = serving.VersionStatus{Version: p.Version.ID, State: serving.StatePending}
+		}
+		v.Role, v.PR, v.Weight = serving.RolePreview, pr, 0
+		m.Versions = append(m.Versions, v)
+	}
 	return m
 }
 

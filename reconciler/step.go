@@ -142,6 +142,7 @@ func (r *Reconciler) apply(ctx context.Context, ms *modelState, now time.Time) {
 	if plan.Compared != "" {
 		d.Compare = &serving.Compare{Version: plan.Compared, Baseline: ms.State.Stable, Percent: 100}
 	}
+	d = withPreviews(d, ms.Previews)
 	if ms.applied != nil && reflect.DeepEqual(*ms.applied, d) && now.Sub(ms.appliedAt) < r.cfg.Resync {
 		return
 	}

@@ -244,6 +244,8 @@ const (
 type VersionStatus struct {
 	Version string `json:"version"`
 	Role    Role   `json:"role,omitempty"`
+	// PR is the pull request a preview shows.
+	PR int `json:"pr,omitempty"`
 	// Weight is the share of client traffic routed to the version now.
 	Weight int   `json:"weight"`
 	State  State `json:"state"`
