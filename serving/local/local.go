@@ -5,11 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
-	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -33,8 +33,6 @@ type Options struct {
 	// IdleTimeout stops a version with replicas.min 0 after this long
 	// without requests; the next request starts it again. Default 10m.
 	IdleTimeout time.Duration
-	// ReadyTimeout bounds how long Apply waits for new versions. Default 2m.
-	ReadyTimeout time.Duration
 	// DrainTimeout bounds how long a removed version may finish its
 	// in-flight requests before it is stopped. Default 30s.
 	DrainTimeout time.Duration
@@ -58,7 +56,6 @@ func (o *Options) defaults() {
 		}
 	}
 	def(&o.IdleTimeout, 10*time.Minute)
-	def(&o.ReadyTimeout, 2*time.Minute)
 	def(&o.DrainTimeout, 30*time.Second)
 	def(&o.StopTimeout, 10*time.Second)
 	def(&o.OrphanTimeout, 5*time.Minute)
@@ -76,6 +73,13 @@ func (o *Options) defaults() {
 // Local runs one model-server process per version on this machine and
 // routes requests to them. It is an http.Handler (the router) and a
 // serving.Target.
+//
+// It converges like a controller: Apply records a model's desired
+// deployment, starts the versions that are missing and routes what
+// serving.Route allows, then returns. Whenever a version's state changes,
+// its process kicks a loop (converge) that routes every model again, so
+// traffic moves to a version as soon as it is ready, and the versions
+// that no model keeps any more are drained and stopped.
 type Local struct {
 	opts      Options
 	log       *slog.Logger
@@ -89,15 +93,25 @@ type Local struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	mu          sync.Mutex
-	procs       map[string]*process // by version ID
+	mu    sync.Mutex          // before any process's mu
+	procs map[string]*process // by version ID
+	// deployments are the desired state, by model.
 	deployments map[string]serving.Deployment
-	modelLocks  map[string]*sync.Mutex
-	routes      atomic.Pointer[routeTable]
-	changes     chan struct{}
+	// routing is what each model routes now (serving.Route's answer).
+	routing map[string]serving.Routing
+	// conds are each model's last conditions, kept so that their
+	// transition times stay put while nothing changes.
+	conds   map[string][]serving.Condition
+	routes  atomic.Pointer[routeTable]
+	kick    chan struct{} // a version changed state: converge
+	changes chan struct{}
 }
 
-var _ serving.Target = (*Local)(nil)
+var (
+	_ serving.Target   = (*Local)(nil)
+	_ serving.Notifier = (*Local)(nil)
+	_ serving.Comparer = (*Local)(nil)
+)
 
 // New starts the local target. It restores the deployments a previous
 // daemon left in StateDir: model servers still running are adopted, the
@@ -133,7 +147,9 @@ func New(opts Options) (*Local, error) {
 		cancel:      cancel,
 		procs:       map[string]*process{},
 		deployments: map[string]serving.Deployment{},
-		modelLocks:  map[string]*sync.Mutex{},
+		routing:     map[string]serving.Routing{},
+		conds:       map[string][]serving.Condition{},
+		kick:        make(chan struct{}, 1),
 		changes:     make(chan struct{}, 1),
 	}
 	l.routes.Store(&routeTable{models: map[string]*modelRoutes{}})
@@ -141,12 +157,19 @@ func New(opts Options) (*Local, error) {
 		cancel()
 		return nil, err
 	}
+	l.wg.Add(1)
+	go l.convergeLoop()
 	return l, nil
 }
 
 // Changes signals (coalesced) whenever a version becomes ready or fails,
-// so the reconciler can act at once instead of on its next tick.
+// once the target has routed its model again, so the reconciler can act at
+// once instead of on its next tick.
 func (l *Local) Changes() <-chan struct{} { return l.changes }
+
+// ComparesPredictions implements serving.Comparer: the router compares
+// every mirrored answer and the sampled requests of Deployment.Compare.
+func (l *Local) ComparesPredictions() {}
 
 func (l *Local) notify() {
 	select {
@@ -155,66 +178,119 @@ func (l *Local) notify() {
 	}
 }
 
+// versionChanged is called by a process (outside its lock) when its state
+// changed: the convergence loop routes again.
+func (l *Local) versionChanged() {
+	select {
+	case l.kick <- struct{}{}:
+	default:
+	}
+}
+
+// convergeLoop routes every model again whenever a version changed state,
+// then tells the reconciler. It owns convergence between Applies; kicks
+// are coalesced, and converging every model is cheap (a few maps).
+func (l *Local) convergeLoop() {
+	defer l.wg.Done()
+	for {
+		select {
+		case <-l.ctx.Done():
+			return
+		case <-l.kick:
+		}
+		l.mu.Lock()
+		if l.ctx.Err() == nil { // Close may be waiting for the retirements' goroutines
+			l.convergeAllLocked()
+		}
+		l.mu.Unlock()
+		l.notify()
+	}
+}
+
 // Stats returns the registry the router records into.
 func (l *Local) Stats() *metrics.Registry { return l.stats }
 
-func (l *Local) lockModel(model string) func() {
-	l.mu.Lock()
-	m := l.modelLocks[model]
-	if m == nil {
-		m = &sync.Mutex{}
-		l.modelLocks[model] = m
-	}
-	l.mu.Unlock()
-	m.Lock()
-	return m.Unlock
-}
-
-// Apply implements serving.Target.
-func (l *Local) Apply(ctx context.Context, d serving.Deployment) error {
+// Apply implements serving.Target. It records d, starts the versions that
+// are missing and routes what serving.Route allows now; it never waits for
+// a version to become ready (the convergence loop moves traffic when it
+// is).
+func (l *Local) Apply(_ context.Context, d serving.Deployment) error {
 	if err := d.Validate(); err != nil {
 		return err
 	}
-	defer l.lockModel(d.Model)()
-	procs := make([]*process, 0, len(d.Versions))
+	d = cloneDeployment(d)
 	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.ctx.Err() != nil {
+		return errors.New("local target: closed")
+	}
 	for _, v := range d.Versions {
-		procs = append(procs, l.startLocked(v, nil))
+		l.startLocked(v, nil)
 	}
-	l.mu.Unlock()
-
-	// Versions gaining client traffic must be ready first, so that traffic
-	// never moves from a serving version to one that cannot answer. A
-	// model that serves nothing yet has nothing to protect: its routes are
-	// published at once and requests wait for the first start.
-	l.mu.Lock()
-	prev, live := l.deployments[d.Model]
-	l.mu.Unlock()
-	rctx, cancel := context.WithTimeout(ctx, l.opts.ReadyTimeout)
-	defer cancel()
-	for i, p := range procs {
-		if !live || d.Traffic[d.Versions[i].ID] == 0 || prev.Traffic[p.v.ID] > 0 {
-			continue
-		}
-		if _, state := p.readyCh(); state == serving.StateIdle {
-			continue // scaled to zero; it starts on demand
-		}
-		if err := p.awaitReady(rctx); err != nil {
-			return fmt.Errorf("apply %s: %w", d.Model, err)
-		}
-	}
-
-	l.mu.Lock()
 	l.deployments[d.Model] = d
+	l.convergeLocked(d.Model)
 	l.publishLocked()
-	err := l.persistLocked()
+	return l.persistLocked()
+}
+
+func cloneDeployment(d serving.Deployment) serving.Deployment {
+	d.Versions = slices.Clone(d.Versions)
+	d.Traffic = maps.Clone(d.Traffic)
+	d.Mirrors = slices.Clone(d.Mirrors)
+	if d.Compare != nil {
+		c := *d.Compare
+		d.Compare = &c
+	}
+	return d
+}
+
+// ready is serving.Route's view of a version: it answers requests, or is
+// scaled to zero and starts on the next one. The caller holds l.mu.
+func (l *Local) readyLocked(id string) bool {
+	p := l.procs[id]
+	return p != nil && p.servable()
+}
+
+// convergeLocked routes model as far as readiness allows and retires the
+// versions of the model that it no longer keeps. It reports whether the
+// routed split or the running versions changed; the caller publishes.
+func (l *Local) convergeLocked(model string) bool {
+	d, ok := l.deployments[model]
+	if !ok {
+		return false
+	}
+	prev := l.routing[model]
+	r := serving.Route(d, prev.Traffic, l.readyLocked)
+	l.routing[model] = r
+	changed := !maps.Equal(prev.Traffic, r.Traffic)
+	if changed {
+		l.log.Info("routing", "model", model, "traffic", r.Traffic, "waiting", r.Waiting)
+	}
 	for id, p := range l.procs {
-		if p.v.Model == d.Model && !slices.ContainsFunc(d.Versions, func(v serving.Version) bool { return v.ID == id }) {
+		if p.v.Model == model && !slices.Contains(r.Keep, id) {
 			l.retireLocked(p)
+			changed = true
 		}
 	}
-	l.mu.Unlock()
-	return err
+	return changed
+}
+
+// convergeAllLocked converges every model, and publishes and persists
+// what changed.
+func (l *Local) convergeAllLocked() {
+	changed := false
+	for model := range l.deployments {
+		if l.convergeLocked(model) {
+			changed = true
+		}
+	}
+	if !changed {
+		return
+	}
+	l.publishLocked()
+	if err := l.persistLocked(); err != nil {
+		l.log.Warn("cannot save the routed traffic", "err", err)
+	}
 }
 
 // startLocked returns the supervised process of a version, starting it
@@ -242,7 +318,7 @@ func (l *Local) startLocked(v serving.Version, rec *record) *process {
 func (l *Local) retireLocked(p *process) {
 	delete(l.procs, p.v.ID)
 	p.retired.Store(true)
-	p.setState(serving.StateStopping, "")
+	p.setState(serving.StateStopping, "", "")
 	l.wg.Add(1)
 	go func() {
 		defer l.wg.Done()
@@ -256,18 +332,23 @@ func (l *Local) retireLocked(p *process) {
 			p.listener.Close()
 		}
 		p.upstream().closeIdle()
-		l.removeRecord(p.v.ID)
-		l.stats.Forget(p.v.ID)
+		l.mu.Lock()
+		if l.procs[p.v.ID] == nil { // not applied again while it drained
+			l.removeRecord(p.v.ID)
+			l.stats.Forget(p.v.ID)
+		}
+		l.mu.Unlock()
 		p.log.Info("version stopped")
 	}()
 }
 
 // Delete implements serving.Target.
 func (l *Local) Delete(_ context.Context, model string) error {
-	defer l.lockModel(model)()
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	delete(l.deployments, model)
+	delete(l.routing, model)
+	delete(l.conds, model)
 	l.publishLocked()
 	for _, p := range l.procs {
 		if p.v.Model == model {
@@ -277,29 +358,56 @@ func (l *Local) Delete(_ context.Context, model string) error {
 	return l.persistLocked()
 }
 
-// Status implements serving.Target.
+// Status implements serving.Target. It lists, per model, the versions the
+// model keeps (the desired ones and those still routed), each with the
+// weight routed now.
 func (l *Local) Status(context.Context) ([]serving.ModelStatus, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	models := make([]string, 0, len(l.deployments))
-	for m := range l.deployments {
-		models = append(models, m)
-	}
-	sort.Strings(models)
-	out := make([]serving.ModelStatus, 0, len(models))
-	for _, m := range models {
-		d := l.deployments[m]
-		ms := serving.ModelStatus{Model: m, Mirror: d.Mirror}
-		for _, v := range d.Versions {
-			if p := l.procs[v.ID]; p != nil {
-				vs := p.status()
-				vs.Weight = d.Traffic[v.ID]
-				ms.Versions = append(ms.Versions, vs)
+	now := time.Now()
+	out := make([]serving.ModelStatus, 0, len(l.deployments))
+	for _, m := range slices.Sorted(maps.Keys(l.deployments)) {
+		d, r := l.deployments[m], l.routing[m]
+		ms := serving.ModelStatus{Name: m, Mirrors: slices.Clone(d.Mirrors)}
+		for _, id := range r.Keep {
+			p := l.procs[id]
+			if p == nil {
+				continue
 			}
+			vs := p.status()
+			vs.Weight = r.Traffic[id]
+			vs.Comparison = l.comparison(d, id)
+			ms.Versions = append(ms.Versions, vs)
 		}
+		if len(ms.Mirrors) > 0 {
+			ms.Mirror = &ms.Mirrors[0]
+		}
+		l.conds[m] = serving.ModelConditions(l.conds[m], r, ms.Versions, now)
+		ms.Conditions = slices.Clone(l.conds[m])
 		out = append(out, ms)
 	}
 	return out, nil
+}
+
+// comparison reads a version's prediction comparisons from the router's
+// stats: for a mirror or a compared canary always, for another version
+// only once something was compared.
+func (l *Local) comparison(d serving.Deployment, id string) *serving.Comparison {
+	s := l.stats.Lookup(id)
+	if s == nil {
+		return nil
+	}
+	snap := s.Snapshot(time.Now())
+	compared := slices.ContainsFunc(d.Mirrors, func(m serving.Mirror) bool { return m.Version == id }) ||
+		(d.Compare != nil && d.Compare.Version == id)
+	if !compared && snap.Agree+snap.Disagree+snap.CmpFail == 0 {
+		return nil
+	}
+	c := &serving.Comparison{Requests: snap.Requests, Agree: snap.Agree, Disagree: snap.Disagree, Failed: snap.CmpFail}
+	if n := c.Agree + c.Disagree; n > 0 {
+		c.Agreement = float64(c.Agree) / float64(n)
+	}
+	return c
 }
 
 // Close stops every model server (SIGTERM, then SIGKILL after the grace

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -40,7 +41,12 @@ type process struct {
 	since    time.Time
 	ready    chan struct{} // closed when the server is ready; replaced on restart
 	wake     chan struct{} // a request for an idle version
-	fatal    bool
+	// reason refines a failed state: serving.ReasonCrashLoop or
+	// serving.ReasonCannotRun once the version is given up on.
+	reason serving.Reason
+	// conds are the version's conditions, updated on every state change
+	// so that their transition times are real.
+	conds []serving.Condition
 	// changed is closed and replaced whenever state or exits change.
 	changed chan struct{}
 	// exits counts the server's exits since it was last ready.
@@ -59,20 +65,26 @@ type process struct {
 }
 
 func newProcess(l *Local, v serving.Version) *process {
+	now := time.Now()
 	p := &process{
 		v: v, l: l, log: l.log.With("model", v.Model, "version", v.ID),
-		state: serving.StateStarting, since: time.Now(), changed: make(chan struct{}),
+		state: serving.StateStarting, since: now, changed: make(chan struct{}),
+		conds: serving.VersionConditions(nil, serving.StateStarting, "", "", now),
 		ready: make(chan struct{}), wake: make(chan struct{}, 1), done: make(chan struct{}),
 	}
-	p.lastUsed.Store(time.Now().UnixNano())
+	p.lastUsed.Store(now.UnixNano())
 	return p
 }
 
-// status reports the version's condition.
+// status reports the version's state and conditions (without its weight,
+// which is the router's).
 func (p *process) status() serving.VersionStatus {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return serving.VersionStatus{Version: p.v.ID, State: p.state, Endpoint: p.addr, Restarts: p.restarts, LastError: p.lastErr, Fatal: p.fatal, Since: p.since}
+	return serving.VersionStatus{
+		Version: p.v.ID, State: p.state, Endpoint: p.addr, Restarts: p.restarts, LastError: p.lastErr,
+		Since: p.since, Conditions: slices.Clone(p.conds),
+	}
 }
 
 // update takes settings that can change without a new version (replicas).
@@ -88,21 +100,57 @@ func (p *process) replicas() (minReplicas int) {
 	return p.v.Replicas.Min
 }
 
-func (p *process) setState(s serving.State, errMsg string) {
+// setState records a new state and, when it changed, tells the target,
+// which routes the version's model again (a ready version may now take
+// traffic). reason refines a failure (serving.ReasonCrashLoop,
+// serving.ReasonCannotRun; "" otherwise); errMsg says what went wrong.
+func (p *process) setState(s serving.State, reason serving.Reason, errMsg string) {
 	p.mu.Lock()
-	defer p.mu.Unlock()
+	changed := p.setStateLocked(s, reason, errMsg)
+	p.mu.Unlock()
+	// Outside p.mu: the target locks its own mutex before a process's.
+	if changed {
+		p.l.versionChanged()
+	}
+}
+
+// setStateLocked is setState for a caller that holds p.mu; it reports
+// whether the state or its reason changed.
+func (p *process) setStateLocked(s serving.State, reason serving.Reason, errMsg string) bool {
+	now := time.Now()
+	changed := p.state != s || p.reason != reason
 	if p.state != s {
-		p.since = time.Now()
-		p.changedLocked()
-		defer p.l.notify()
+		p.since = now
 	}
 	if s == serving.StateReady {
 		p.exits = 0
+		select {
+		case <-p.ready:
+		default:
+			close(p.ready)
+		}
 	}
-	p.state = s
+	p.state, p.reason = s, reason
 	if errMsg != "" || s == serving.StateReady {
 		p.lastErr = errMsg
 	}
+	msg := ""
+	if s == serving.StateFailed {
+		msg = p.lastErr
+	}
+	p.conds = serving.VersionConditions(p.conds, s, reason, msg, now)
+	if changed {
+		p.changedLocked()
+	}
+	return changed
+}
+
+// servable reports whether the version answers requests now or starts on
+// the next one (scaled to zero): what serving.Route calls ready.
+func (p *process) servable() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.state == serving.StateReady || p.state == serving.StateIdle
 }
 
 // changedLocked wakes everyone waiting for the process to change. The
@@ -123,13 +171,6 @@ func (p *process) resetReady() {
 	}
 }
 
-// readyCh returns the channel closed when the current server is ready.
-func (p *process) readyCh() (<-chan struct{}, serving.State) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.ready, p.state
-}
-
 // acquire registers a request; it fails once the version is retired, so
 // that a version is stopped only after every request that picked it ended.
 func (p *process) acquire() bool {
@@ -144,22 +185,21 @@ func (p *process) acquire() bool {
 
 func (p *process) release() { p.inflight.Add(-1) }
 
-// crashLoop is how many exits without becoming ready make waiting for a
-// version pointless: its failure is reported instead of waiting out the
-// deadline while it keeps crashing.
+// crashLoop is how many exits without becoming ready make a version
+// crash-loop: it is reported failed (serving.ReasonCrashLoop) and requests
+// stop waiting for it, though it keeps restarting with backoff.
 const crashLoop = 3
 
-// awaitReady blocks until the server is ready, waking an idle one. It
-// gives up when the server cannot run (a missing runtime or package) or
-// crash-loops.
+// awaitReady blocks a request until the server is ready, waking an idle
+// one (a cold start). It gives up when the server cannot run (a missing
+// runtime or package) or crash-loops. Apply never waits: only requests do.
 func (p *process) awaitReady(ctx context.Context) error {
 	for {
 		p.mu.Lock()
-		ch, changed, state, msg := p.ready, p.changed, p.state, p.lastErr
-		hopeless := p.fatal || p.exits >= crashLoop
+		ch, changed, state, msg, reason := p.ready, p.changed, p.state, p.lastErr, p.reason
 		p.mu.Unlock()
-		if state == serving.StateFailed && hopeless {
-			return fmt.Errorf("%w: %s failed: %s", serving.ErrNotReady, p.v.ID, msg)
+		if state == serving.StateFailed && (reason == serving.ReasonCrashLoop || reason == serving.ReasonCannotRun) {
+			return fmt.Errorf("version %s cannot serve (%s): %s", p.v.ID, reason, msg)
 		}
 		if state == serving.StateIdle {
 			select {
@@ -175,9 +215,9 @@ func (p *process) awaitReady(ctx context.Context) error {
 			return fmt.Errorf("version %s stopped", p.v.ID)
 		case <-ctx.Done():
 			if msg = p.status().LastError; msg != "" {
-				return fmt.Errorf("%w: %s: %s", serving.ErrNotReady, p.v.ID, msg)
+				return fmt.Errorf("version %s not ready: %s", p.v.ID, msg)
 			}
-			return fmt.Errorf("%w: %s: %w", serving.ErrNotReady, p.v.ID, ctx.Err())
+			return fmt.Errorf("version %s not ready: %w", p.v.ID, ctx.Err())
 		}
 	}
 }
@@ -208,20 +248,22 @@ func (p *process) run(ctx context.Context, adopted *record) {
 		p.mu.Lock()
 		p.restarts++
 		p.exits++
+		exits := p.exits
 		p.changedLocked()
 		p.resetReady()
 		p.mu.Unlock()
 		if permanent(exit) {
-			p.mu.Lock()
-			p.fatal = true
-			p.mu.Unlock()
-			p.setState(serving.StateFailed, exit.Error())
+			p.setState(serving.StateFailed, serving.ReasonCannotRun, exit.Error())
 			p.log.Error("model server cannot run", "err", exit)
 			<-ctx.Done()
 			return
 		}
-		p.setState(serving.StateFailed, exit.Error())
-		p.log.Warn("model server exited; restarting", "err", exit, "backoff", backoff)
+		var reason serving.Reason // restarting
+		if exits >= crashLoop {
+			reason = serving.ReasonCrashLoop
+		}
+		p.setState(serving.StateFailed, reason, exit.Error())
+		p.log.Warn("model server exited; restarting", "err", exit, "exits", exits, "backoff", backoff)
 		select {
 		case <-time.After(backoff):
 		case <-ctx.Done():
@@ -304,11 +346,7 @@ func (p *process) probeReady(ctx context.Context) {
 	url := "http://" + p.addr + "/v2/health/ready"
 	for ctx.Err() == nil {
 		if healthy(ctx, p.l.probe, url) {
-			p.mu.Lock()
-			p.state, p.since, p.lastErr = serving.StateReady, time.Now(), ""
-			close(p.ready)
-			p.mu.Unlock()
-			p.l.notify()
+			p.setState(serving.StateReady, "", "")
 			p.log.Info("model server ready")
 			return
 		}
@@ -373,11 +411,11 @@ func (p *process) sleepIdle(ctx context.Context) bool {
 	p.resetReady()
 	p.pid = 0
 	p.mu.Unlock()
-	p.setState(serving.StateIdle, "")
+	p.setState(serving.StateIdle, "", "")
 	p.l.saveRecord(p)
 	select {
 	case <-p.wake:
-		p.setState(serving.StateStarting, "")
+		p.setState(serving.StateStarting, "", "")
 		p.log.Info("waking idle model server for a request")
 		return true
 	case <-ctx.Done():
@@ -413,9 +451,9 @@ func (p *process) exitErr(err error, logStart int64) error {
 // dies or the version is stopped.
 func (p *process) watchAdopted(ctx context.Context, r *record) error {
 	p.mu.Lock()
-	p.pid, p.addr, p.state, p.since = r.PID, r.Addr, serving.StateReady, time.Now()
-	close(p.ready)
+	p.pid, p.addr = r.PID, r.Addr
 	p.mu.Unlock()
+	p.setState(serving.StateReady, "", "")
 	p.log.Info("adopted running model server", "pid", r.PID, "addr", r.Addr)
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()

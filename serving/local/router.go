@@ -23,18 +23,25 @@ const VersionHeader = "X-Merlin-Version"
 const maxBody = 64 << 20
 
 // routeTable is an immutable snapshot of every model's routes, swapped
-// atomically on Apply so that requests never see a half-applied split.
+// atomically whenever a model is routed anew, so that requests never see
+// a half-applied split.
 type routeTable struct {
 	models map[string]*modelRoutes
 }
 
 type modelRoutes struct {
 	choices    []choice // cumulative weights, ascending
-	mirror     *process
-	mirrorPct  int
+	mirrors    []mirror // shadows with a share above zero
 	compare    *process // requests served by compare are sampled ...
 	baseline   *process // ... and also sent to baseline
 	comparePct int
+}
+
+// mirror is one shadow version of a model and the share of the model's
+// requests copied to it.
+type mirror struct {
+	p   *process
+	pct int
 }
 
 type choice struct {
@@ -56,20 +63,25 @@ func (m *modelRoutes) pick() *process {
 	return m.choices[len(m.choices)-1].p
 }
 
-// publishLocked rebuilds the route table from the deployments.
+// publishLocked rebuilds the route table: client traffic as each model is
+// routed now (serving.Route's split, not the desired one), mirrors and
+// comparisons as desired.
 func (l *Local) publishLocked() {
 	t := &routeTable{models: make(map[string]*modelRoutes, len(l.deployments))}
 	for model, d := range l.deployments {
+		r := l.routing[model]
 		mr := &modelRoutes{}
 		cum := 0
-		for _, v := range d.Versions {
-			if w := d.Traffic[v.ID]; w > 0 && l.procs[v.ID] != nil {
+		for _, id := range r.Keep {
+			if w := r.Traffic[id]; w > 0 && l.procs[id] != nil {
 				cum += w
-				mr.choices = append(mr.choices, choice{cum: cum, p: l.procs[v.ID]})
+				mr.choices = append(mr.choices, choice{cum: cum, p: l.procs[id]})
 			}
 		}
-		if m := d.Mirror; m != nil && m.Percent > 0 {
-			mr.mirror, mr.mirrorPct = l.procs[m.Version], m.Percent
+		for _, m := range d.Mirrors {
+			if p := l.procs[m.Version]; p != nil && m.Percent > 0 {
+				mr.mirrors = append(mr.mirrors, mirror{p: p, pct: m.Percent})
+			}
 		}
 		if c := d.Compare; c != nil && c.Percent > 0 {
 			mr.compare, mr.baseline, mr.comparePct = l.procs[c.Version], l.procs[c.Baseline], c.Percent
@@ -218,38 +230,63 @@ func (l *Local) forward(ctx context.Context, p *process, in *http.Request, body 
 
 // sideRequests sends the mirrored and compared copies of a served
 // prediction request, in the background and bounded: under load they are
-// dropped, never queued, so they cannot slow clients down.
+// dropped, never queued, so they cannot slow clients down. Each mirror
+// draws its own share and is judged on its own stats; the copies share
+// one read-only request.
 func (l *Local) sideRequests(mr *modelRoutes, served *process, r *http.Request, body []byte, resp *response) {
-	if mr.mirror != nil && mr.mirror != served && rand.IntN(100) < mr.mirrorPct {
-		l.sideRequest(mr.mirror, mr.mirror, r, body, resp)
+	var in *http.Request
+	for _, m := range mr.mirrors {
+		if m.p != served && rand.IntN(100) < m.pct && l.admit(m.p, m.p) {
+			if in == nil {
+				in = sideCopy(r)
+			}
+			l.sideRequest(m.p, m.p, in, body, resp)
+		}
 	}
-	if mr.compare == served && mr.baseline != nil && mr.baseline != served && rand.IntN(100) < mr.comparePct {
-		l.sideRequest(mr.baseline, served, r, body, resp)
+	if mr.compare == served && mr.baseline != nil && mr.baseline != served && rand.IntN(100) < mr.comparePct &&
+		l.admit(mr.baseline, served) {
+		if in == nil {
+			in = sideCopy(r)
+		}
+		l.sideRequest(mr.baseline, served, in, body, resp)
 	}
 }
 
-// sideRequest sends the request to `to` and records, on the stats of
-// `judged`, how its prediction compares with the other side's.
-func (l *Local) sideRequest(to, judged *process, r *http.Request, body []byte, served *response) {
-	stats := l.stats.For(judged.v.Model, judged.v.ID)
+// sideCopy is what side requests keep of a client's request, which ends
+// before they do.
+func sideCopy(r *http.Request) *http.Request {
+	return &http.Request{Method: r.Method, URL: r.URL, Header: r.Header.Clone()}
+}
+
+// admit takes a side-request slot and registers the request with `to`, or
+// counts it as dropped on the stats of `judged`: when too many are in
+// flight, or `to` is not ready (a shadow is never woken or waited for).
+func (l *Local) admit(to, judged *process) bool {
 	select {
 	case l.mirrorSem <- struct{}{}:
 	default:
-		stats.Dropped()
-		return
+		l.stats.For(judged.v.Model, judged.v.ID).Dropped()
+		return false
 	}
 	if !to.acquire() {
 		<-l.mirrorSem
-		stats.Dropped()
-		return
+		l.stats.For(judged.v.Model, judged.v.ID).Dropped()
+		return false
 	}
-	if !to.isReady() { // never wake or wait for a shadow: drop instead
+	if !to.isReady() {
 		to.release()
 		<-l.mirrorSem
-		stats.Dropped()
-		return
+		l.stats.For(judged.v.Model, judged.v.ID).Dropped()
+		return false
 	}
-	in := &http.Request{Method: r.Method, URL: r.URL, Header: r.Header.Clone()}
+	return true
+}
+
+// sideRequest sends an admitted request to `to` in the background and
+// records, on the stats of `judged`, how its prediction compares with the
+// other side's. It releases what admit took.
+func (l *Local) sideRequest(to, judged *process, in *http.Request, body []byte, served *response) {
+	stats := l.stats.For(judged.v.Model, judged.v.ID)
 	go func() {
 		defer func() { <-l.mirrorSem }()
 		defer to.release()

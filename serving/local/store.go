@@ -8,22 +8,45 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
 
 	"merlin.dev/merlin/internal/atomicfile"
+	"merlin.dev/merlin/serving"
 )
 
 // The local target keeps two kinds of state in StateDir:
 //
-//	deployments.json   the last applied deployment of every model
+//	deployments.json   per model: the last applied deployment, the split
+//	                   routed now and the versions that split still needs
+//	                   beyond the deployment's
 //	run/<version>.json one record per running model server (pid, address)
 //
-// A restarted daemon restores every deployment: a server whose record
-// still matches a live process that answers its readiness probe is
+// A restarted daemon restores every model as it was: the same desired
+// deployment and the same routed split, which moves on only when the
+// versions gaining traffic are ready again (serving.Route). A server whose
+// record still matches a live process that answers its readiness probe is
 // adopted (not restarted); the others are started again from their
-// bundles. Records of servers no deployment wants are stopped.
+// bundles. Records of servers no model keeps are stopped.
+
+// modelState is what deployments.json keeps of one model.
+type modelState struct {
+	Desired serving.Deployment `json:"desired"`
+	// Routed is the split routed when the state was saved.
+	Routed map[string]int `json:"routed"`
+	// Retained are versions Routed sends traffic to that Desired no longer
+	// lists (an old version serving until the new one is ready).
+	Retained []serving.Version `json:"retained,omitempty"`
+}
+
+// legacyDeployment is a model in deployments.json before it kept the
+// routed split: the deployment alone, with at most one mirror.
+type legacyDeployment struct {
+	serving.Deployment
+	Mirror *serving.Mirror
+}
 
 // record describes a running model server.
 type record struct {
@@ -56,28 +79,80 @@ func (l *Local) removeRecord(version string) {
 func (l *Local) deploymentsPath() string { return filepath.Join(l.opts.StateDir, "deployments.json") }
 
 func (l *Local) persistLocked() error {
-	if err := writeJSON(l.deploymentsPath(), l.deployments); err != nil {
+	models := make(map[string]modelState, len(l.deployments))
+	for model, d := range l.deployments {
+		r := l.routing[model]
+		st := modelState{Desired: d, Routed: r.Traffic}
+		for _, id := range r.Keep {
+			listed := slices.ContainsFunc(d.Versions, func(v serving.Version) bool { return v.ID == id })
+			if p := l.procs[id]; p != nil && !listed {
+				st.Retained = append(st.Retained, p.v)
+			}
+		}
+		models[model] = st
+	}
+	if err := writeJSON(l.deploymentsPath(), models); err != nil {
 		return fmt.Errorf("local target: save deployments: %w", err)
 	}
 	return nil
 }
 
-// restore brings back the deployments of a previous run.
+// decodeModels reads deployments.json, in its current form or the one
+// before it (a bare deployment per model, routed as desired).
+func decodeModels(data []byte) (map[string]modelState, error) {
+	var raw map[string]json.RawMessage
+	if err := json.Unmarshal(data, &raw); err != nil {
+		return nil, err
+	}
+	out := make(map[string]modelState, len(raw))
+	for model, msg := range raw {
+		var st struct {
+			modelState
+			Desired *serving.Deployment `json:"desired"`
+		}
+		if err := json.Unmarshal(msg, &st); err != nil {
+			return nil, fmt.Errorf("model %s: %w", model, err)
+		}
+		if st.Desired != nil {
+			st.modelState.Desired = *st.Desired
+			out[model] = st.modelState
+			continue
+		}
+		var old legacyDeployment
+		if err := json.Unmarshal(msg, &old); err != nil {
+			return nil, fmt.Errorf("model %s: %w", model, err)
+		}
+		d := old.Deployment
+		if old.Mirror != nil {
+			d.Mirrors = []serving.Mirror{*old.Mirror}
+		}
+		out[model] = modelState{Desired: d, Routed: d.Traffic}
+	}
+	return out, nil
+}
+
+// restore brings back the models of a previous run: their desired
+// deployments, their routed splits and the versions both need.
 func (l *Local) restore() error {
 	data, err := os.ReadFile(l.deploymentsPath())
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("local target: %w", err)
 	}
+	var models map[string]modelState
 	if len(data) > 0 {
-		if err := json.Unmarshal(data, &l.deployments); err != nil {
+		if models, err = decodeModels(data); err != nil {
 			return fmt.Errorf("local target: corrupt %s: %w", l.deploymentsPath(), err)
 		}
 	}
 	records := l.readRecords()
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	for _, d := range l.deployments {
-		for _, v := range d.Versions {
+	for model, st := range models {
+		l.deployments[model] = st.Desired
+		if len(st.Routed) > 0 {
+			l.routing[model] = serving.Routing{Traffic: st.Routed}
+		}
+		for _, v := range append(slices.Clone(st.Desired.Versions), st.Retained...) {
 			var adopt *record
 			if r, ok := records[v.ID]; ok && l.adoptable(r) {
 				adopt = r
@@ -92,6 +167,9 @@ func (l *Local) restore() error {
 			_ = syscall.Kill(-r.PID, syscall.SIGTERM)
 		}
 		l.removeRecord(r.Version)
+	}
+	for model := range l.deployments {
+		l.convergeLocked(model)
 	}
 	l.publishLocked()
 	if n := len(l.deployments); n > 0 {
