@@ -103,22 +103,6 @@ func (b *Builder) Bundle(digest string) (string, bool) {
 	return p, err == nil
 }
 
-// Prune removes bundles whose digest is not in keep.
-func (b *Builder) Prune(keep map[string]bool) error {
-	entries, err := os.ReadDir(b.dir)
-	if err != nil {
-		return fmt.Errorf("prune bundles: %w", err)
-	}
-	for _, e := range entries {
-		if e.IsDir() && !strings.HasPrefix(e.Name(), ".") && !keep[e.Name()] {
-			if err := os.RemoveAll(filepath.Join(b.dir, e.Name())); err != nil {
-				return fmt.Errorf("prune bundles: %w", err)
-			}
-		}
-	}
-	return nil
-}
-
 // Settings encodes the manifest fields that change what a model server
 // does with the same files. They are part of the digest, and a change to
 // them alone means a new version.

@@ -1,11 +1,13 @@
 package builder
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"testing/fstest"
+	"time"
 
 	"merlin.dev/merlin/manifest"
 )
@@ -134,7 +136,20 @@ func TestPruneKeepsListedBundles(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := b.Prune(map[string]bool{keep.Digest: true}); err != nil {
+	// A build cut off long ago left its temporary directory; a fresh one
+	// may belong to a build in progress.
+	stale, fresh := filepath.Join(b.dir, ".build-stale"), filepath.Join(b.dir, ".build-fresh")
+	for _, d := range []string{stale, fresh} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	old := time.Now().Add(-2 * time.Hour)
+	if err := os.Chtimes(stale, old, old); err != nil {
+		t.Fatal(err)
+	}
+	st, err := b.Prune(t.Context(), map[string]bool{keep.Digest: true})
+	if err != nil {
 		t.Fatal(err)
 	}
 	if _, ok := b.Bundle(keep.Digest); !ok {
@@ -142,5 +157,54 @@ func TestPruneKeepsListedBundles(t *testing.T) {
 	}
 	if _, ok := b.Bundle(drop.Digest); ok {
 		t.Error("unlisted bundle survived")
+	}
+	if _, err := os.Stat(stale); err == nil {
+		t.Error("abandoned build directory survived")
+	}
+	if _, err := os.Stat(fresh); err != nil {
+		t.Error("a build directory in use was removed")
+	}
+	if st.Kept != 1 || st.Removed != 1 || st.TempsRemoved != 1 || st.BytesAfter >= st.BytesBefore {
+		t.Errorf("stats %+v: want 1 kept, 1 removed, 1 temp removed, fewer bytes after", st)
+	}
+}
+
+// TestPruneBoundsBundlesOver200Commits builds 200 successive versions of a
+// model, pruning after each as the reconciler does (keeping the current
+// and the previous version), and compares the directory with one that is
+// never pruned.
+func TestPruneBoundsBundlesOver200Commits(t *testing.T) {
+	pruned, err := New(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	unpruned, err := New(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := model(t, sklearnYAML)
+	var prev string
+	var st PruneStats
+	for i := range 200 {
+		fsys := files(map[string]string{"models/m/model/model.pkl": fmt.Sprintf("%0256d", i)})
+		res, err := pruned.Build(fsys, "models/m/model", m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := unpruned.Build(fsys, "models/m/model", m); err != nil {
+			t.Fatal(err)
+		}
+		if st, err = pruned.Prune(t.Context(), map[string]bool{res.Digest: true, prev: true}); err != nil {
+			t.Fatal(err)
+		}
+		prev = res.Digest
+	}
+	all, err := unpruned.Prune(t.Context(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("after 200 builds: pruned %d bundles, %d bytes; unpruned %d bundles, %d bytes", st.Kept, st.BytesAfter, all.Removed, all.BytesBefore)
+	if st.Kept != 2 || all.Removed != 200 {
+		t.Errorf("pruned keeps %d bundles (want 2), unpruned holds %d (want 200)", st.Kept, all.Removed)
 	}
 }

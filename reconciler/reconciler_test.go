@@ -109,21 +109,23 @@ func files(name, strategy, weights string, extra ...string) map[string]string {
 }
 
 type fixture struct {
-	t      *testing.T
-	repo   *repo
-	mem    *servingtest.Memory
-	b      *countingBuilder
-	rec    *Reconciler
-	claims *Claims
+	t       *testing.T
+	repo    *repo
+	mem     *servingtest.Memory
+	b       *countingBuilder
+	rec     *Reconciler
+	claims  *Claims
+	bundles string
 }
 
 func newFixture(t *testing.T, target serving.Target, claims *Claims, name string) *fixture {
 	t.Helper()
-	real, err := builder.New(t.TempDir())
+	bundles := t.TempDir()
+	real, err := builder.New(bundles)
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := &fixture{t: t, repo: newRepo(), b: &countingBuilder{real: real}, claims: claims}
+	f := &fixture{t: t, repo: newRepo(), b: &countingBuilder{real: real}, claims: claims, bundles: bundles}
 	if m, ok := target.(*servingtest.Memory); ok {
 		f.mem = m
 	}
