@@ -298,26 +298,14 @@ func (r *Reconciler) sourceDir(m *manifest.Model) (string, error) {
 	if m.Spec.Source.Path == "" {
 		return "", m.Errorf("spec.source", "only source.path is supported so far; mlflow and uri sources are coming")
 	}
-	dir, ok := manifest.SourceDir(path.Dir(m.File), m.Spec.Source.Path)
-	if !ok {
-		return "", m.Errorf("spec.source.path", "%q points outside the repository", m.Spec.Source.Path)
-	}
-	return dir, nil
+	return builder.SourceDir(m, path.Dir(m.File))
 }
 
+// version is the version of m built as digest into bundle at commit sha.
 func (r *Reconciler) version(m *manifest.Model, digest, bundle, sha string) serving.Version {
-	labels := map[string]string{}
-	for k, v := range m.Metadata.Labels {
-		labels[k] = v
-	}
-	return serving.Version{
-		ID: serving.VersionID(m.Metadata.Name, digest), Model: m.Metadata.Name, Digest: digest,
-		Type: m.Spec.Type, Protocol: m.Spec.Protocol, Bundle: bundle, Image: m.Spec.Image,
-		Env: m.Spec.Env, Resources: m.Spec.Resources, Replicas: m.Spec.Replicas, Labels: labels,
-		Annotations: map[string]string{
-			"merlin.dev/git-repo": r.cfg.URL, "merlin.dev/git-commit": sha, "merlin.dev/manifest": m.File,
-		},
-	}
+	v := builder.Version(m, digest, builder.Origin{Repo: r.cfg.URL, Commit: sha})
+	v.Bundle = bundle
+	return v
 }
 
 // touches reports whether any changed path is dir or lies under it.

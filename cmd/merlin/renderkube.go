@@ -1,8 +1,6 @@
 package main
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
 	"io"
 	"os"
@@ -87,30 +85,23 @@ func renderKube(stdout io.Writer, models []*manifest.Model, cfg kube.Config) err
 }
 
 func renderVersion(b *builder.Builder, m *manifest.Model) (serving.Version, error) {
-	v := serving.Version{
-		Model: m.Metadata.Name, Type: m.Spec.Type, Protocol: m.Spec.Protocol, Image: m.Spec.Image,
-		Env: m.Spec.Env, Resources: m.Spec.Resources, Replicas: m.Spec.Replicas,
-		Labels: m.Metadata.Labels, Annotations: map[string]string{"merlin.dev/manifest": filepath.ToSlash(m.File)},
-	}
 	src := m.Spec.Source
 	switch {
 	case src.Path != "":
-		dir := filepath.Dir(m.File)
-		rel, ok := manifest.SourceDir(".", src.Path)
-		if !ok {
-			return v, m.Errorf("spec.source.path", "%q points outside the manifest's directory", src.Path)
-		}
-		res, err := b.Build(os.DirFS(dir), rel, m)
+		rel, err := builder.SourceDir(m, ".")
 		if err != nil {
-			return v, err
+			return serving.Version{}, err
 		}
-		v.Digest = res.Digest
+		res, err := b.Build(os.DirFS(filepath.Dir(m.File)), rel, m)
+		if err != nil {
+			return serving.Version{}, err
+		}
+		return builder.Version(m, res.Digest, builder.Origin{}), nil
 	case src.URI != "":
-		sum := sha256.Sum256(fmt.Appendf(nil, "merlin uri v1\n%s\n%s", src.URI, builder.Settings(m)))
-		v.Digest, v.StorageURI = hex.EncodeToString(sum[:]), src.URI
+		v := builder.Version(m, builder.URIDigest(m), builder.Origin{})
+		v.StorageURI = src.URI
+		return v, nil
 	default:
-		return v, m.Errorf("spec.source.mlflow", "render cannot resolve MLflow reference %q offline: the daemon resolves it against the tracking server to a storage URI and digest", src.MLflow)
+		return serving.Version{}, m.Errorf("spec.source.mlflow", "render cannot resolve MLflow reference %q offline: the daemon resolves it against the tracking server to a storage URI and digest", src.MLflow)
 	}
-	v.ID = serving.VersionID(v.Model, v.Digest)
-	return v, nil
 }
