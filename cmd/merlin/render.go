@@ -45,6 +45,13 @@ func runRender(_ context.Context, args []string, stdout, stderr io.Writer) int {
 		errs = append(errs, f.AllErrors()...)
 		models = append(models, f.Models...)
 	}
+	if *target == "kubernetes" {
+		for _, m := range models {
+			if err := m.CheckComparison(*target, false); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
 	if len(errs) > 0 {
 		fmt.Fprintln(stderr, errs)
 		return exitFailure
