@@ -1,7 +1,6 @@
 package daemon
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -12,7 +11,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -27,7 +25,9 @@ import (
 
 	"merlin.dev/merlin/internal/gittest"
 	"merlin.dev/merlin/internal/kubetest"
+	"merlin.dev/merlin/internal/testlog"
 	"merlin.dev/merlin/server"
+	"merlin.dev/merlin/serving"
 )
 
 func TestMain(m *testing.M) { kubetest.Main(m) }
@@ -48,24 +48,6 @@ func useKubeconfig(t *testing.T, cfg *rest.Config) {
 	t.Setenv("KUBECONFIG", path)
 }
 
-// lockedBuffer collects a daemon's log, shown when the test fails.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // running is a daemon started by a test.
 type running struct {
 	d    *Daemon
@@ -80,7 +62,7 @@ func startDaemon(t *testing.T, name, config string) *running {
 	if err != nil {
 		t.Fatal(err)
 	}
-	logs := &lockedBuffer{}
+	logs := &testlog.Buffer{}
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("daemon %s log:\n%s", name, logs)

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"merlin.dev/merlin/internal/gittest"
+	"merlin.dev/merlin/internal/testlog"
 )
 
 // bin is the merlin binary under test, built once by TestMain.
@@ -66,25 +67,8 @@ type merlinProc struct {
 	stateDir string
 	models   string // http://host:port of the model endpoint
 	api      string // http://host:port of the API
-	log      *syncBuffer
+	log      *testlog.Buffer
 	exited   chan struct{}
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // newMerlin writes a configuration watching repoURL and returns a process
@@ -122,7 +106,7 @@ server: {listen: %s}
 func (m *merlinProc) start() {
 	m.t.Helper()
 	if m.log == nil {
-		m.log = &syncBuffer{}
+		m.log = &testlog.Buffer{}
 	}
 	m.cmd = exec.Command(bin, "run", "--config", m.config)
 	m.cmd.Stdout, m.cmd.Stderr = m.log, m.log

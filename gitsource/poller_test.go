@@ -3,12 +3,13 @@ package gitsource
 import (
 	"context"
 	"errors"
-	"merlin.dev/merlin/internal/gittest"
 	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"merlin.dev/merlin/internal/gittest"
 )
 
 // fastPoller polls every 20ms and backs off from 10ms to 80ms.

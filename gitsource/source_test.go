@@ -1,43 +1,25 @@
 package gitsource
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"io/fs"
 	"log/slog"
-	"merlin.dev/merlin/internal/gittest"
 	"os/exec"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"merlin.dev/merlin/internal/gittest"
+	"merlin.dev/merlin/internal/testlog"
 )
-
-// syncBuffer collects log output from any goroutine.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 // newSource builds a Source for url with a fresh cache dir; the logs are
 // returned so tests can check them for secrets, and printed on failure.
-func newSource(t testing.TB, url string, mutate func(*Config)) (*Source, *syncBuffer) {
+func newSource(t testing.TB, url string, mutate func(*Config)) (*Source, *testlog.Buffer) {
 	t.Helper()
-	logs := &syncBuffer{}
+	logs := &testlog.Buffer{}
 	cfg := Config{Name: "test", URL: url, Branch: gittest.Branch, CacheDir: t.TempDir()}
 	if mutate != nil {
 		mutate(&cfg)

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"merlin.dev/merlin/internal/gittest"
 	"net"
 	"os"
 	"path/filepath"
@@ -16,6 +15,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"merlin.dev/merlin/internal/gittest"
+	"merlin.dev/merlin/internal/testlog"
 
 	"github.com/go-git/go-git/v5/plumbing"
 	"github.com/go-git/go-git/v5/plumbing/transport"
@@ -65,7 +67,7 @@ func TestForcePushToUnfetchedAncestor(t *testing.T) {
 
 // fetchedOverGitDaemon serves a new repository with git daemon and
 // fetches its first commit, which has a file the later commits keep.
-func fetchedOverGitDaemon(t *testing.T) (*gittest.Repo, *Source, *syncBuffer, string) {
+func fetchedOverGitDaemon(t *testing.T) (*gittest.Repo, *Source, *testlog.Buffer, string) {
 	t.Helper()
 	repo := gittest.NewRepo(t)
 	_, url := gittest.StartDaemon(t, repo)

@@ -4,12 +4,13 @@ import (
 	"errors"
 	"io"
 	"io/fs"
-	"merlin.dev/merlin/internal/gittest"
 	"os"
 	"path/filepath"
 	"slices"
 	"testing"
 	"testing/fstest"
+
+	"merlin.dev/merlin/internal/gittest"
 )
 
 func TestTreeFS(t *testing.T) {
