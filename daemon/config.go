@@ -158,12 +158,12 @@ var repoName = regexp.MustCompile(`^[a-z0-9]([-a-z0-9_.]*[a-z0-9])?$`)
 // Every problem is reported with its position.
 func ParseConfig(name string, data []byte) (*Config, error) {
 	var c Config
-	_, errs := manifest.Decode(name, data, &c)
+	fields, errs := manifest.Decode(name, data, &c)
 	if len(errs) > 0 {
 		return nil, errs
 	}
 	c.defaults()
-	problems := position(name, data, append(c.validate(), c.Kubernetes.validate(c.Target)...))
+	problems := position(fields, append(c.validate(), c.Kubernetes.validate(c.Target)...))
 	if len(problems) > 0 {
 		return nil, fmt.Errorf("invalid config:\n  %s", strings.Join(problems, "\n  "))
 	}

@@ -3,11 +3,9 @@ package daemon
 import (
 	"fmt"
 	"regexp"
-	"strconv"
 	"strings"
 	"time"
 
-	yaml "go.yaml.in/yaml/v3"
 	"k8s.io/apimachinery/pkg/util/validation"
 
 	"merlin.dev/merlin/manifest"
@@ -157,63 +155,11 @@ func (l LeaderElection) validate(target string) []fieldProblem {
 }
 
 // position places each problem in the file, as path:line:col: field:
-// message.
-func position(name string, data []byte, problems []fieldProblem) []string {
-	if len(problems) == 0 {
-		return nil
-	}
-	var root yaml.Node
-	_ = yaml.Unmarshal(data, &root) // it decoded once already
+// message, with the positions the decoder recorded.
+func position(fields manifest.Fields, problems []fieldProblem) []string {
 	out := make([]string, len(problems))
 	for i, p := range problems {
-		pos := locate(&root, p.field)
-		out[i] = (&manifest.Error{File: name, Line: pos.Line, Column: pos.Column, Field: p.field, Message: p.msg}).Error()
+		out[i] = fields.Errorf(p.field, "%s", p.msg).Error()
 	}
 	return out
-}
-
-// locate finds a dotted field path (kubernetes.leaderElection.leaseName)
-// in a YAML document: the value's position when the field is written, the
-// key of its closest written ancestor when it is not (a missing required
-// field), and 1:1 when nothing of it is written.
-func locate(doc *yaml.Node, field string) manifest.Pos {
-	pos := manifest.Pos{Line: 1, Column: 1}
-	if doc.Kind != yaml.DocumentNode || len(doc.Content) == 0 {
-		return pos
-	}
-	n := doc.Content[0]
-	for _, name := range strings.Split(field, ".") {
-		if n.Kind == yaml.AliasNode {
-			n = n.Alias
-		}
-		index := -1 // repositories[2]: the third item of repositories
-		if i := strings.IndexByte(name, '['); i > 0 && strings.HasSuffix(name, "]") {
-			if v, err := strconv.Atoi(name[i+1 : len(name)-1]); err == nil {
-				name, index = name[:i], v
-			}
-		}
-		if n.Kind != yaml.MappingNode {
-			return pos
-		}
-		var next *yaml.Node
-		for i := 0; i+1 < len(n.Content); i += 2 {
-			if n.Content[i].Value == name {
-				pos = manifest.Pos{Line: n.Content[i].Line, Column: n.Content[i].Column}
-				next = n.Content[i+1]
-				break
-			}
-		}
-		if next == nil {
-			return pos
-		}
-		if index >= 0 {
-			if next.Kind != yaml.SequenceNode || index >= len(next.Content) {
-				return pos
-			}
-			next = next.Content[index]
-			pos = manifest.Pos{Line: next.Line, Column: next.Column}
-		}
-		n = next
-	}
-	return manifest.Pos{Line: n.Line, Column: n.Column}
 }

@@ -86,7 +86,7 @@ func decodeModel(name string, root *yaml.Node) *Model {
 	d := newDecoder(name)
 	m := &Model{File: name}
 	d.decode(root, reflect.ValueOf(m).Elem(), "", posOf(root))
-	m.fields = d.fields
+	m.fields = Fields{file: name, pos: d.fields}
 	m.Errors = d.errs
 	m.bad = map[string]bool{}
 	for _, e := range d.errs {
@@ -103,43 +103,20 @@ func decodeModel(name string, root *yaml.Node) *Model {
 
 // Set reports whether a field path (spec.rollout.steps) was written in the
 // YAML, as opposed to defaulted.
-func (m *Model) Set(field string) bool {
-	_, ok := m.fields[field]
-	return ok
-}
+func (m *Model) Set(field string) bool { return m.fields.Set(field) }
 
-// Pos returns the position of a field's value in the YAML, or of the
-// nearest enclosing field that was written when the field itself was not
-// (a missing field is reported at its parent's key).
-func (m *Model) Pos(field string) Pos {
-	if p, ok := m.fields[field]; ok {
-		return p.Value
-	}
-	for f := field; f != ""; {
-		f = parent(f)
-		if p, ok := m.fields[f]; ok {
-			if f == "" {
-				return p.Value
-			}
-			return p.Key
-		}
-	}
-	return Pos{Line: 1, Column: 1}
-}
+// Pos returns the position of a field's value in the YAML (see Fields.Pos).
+func (m *Model) Pos(field string) Pos { return m.fields.Pos(field) }
 
 // KeyPos returns the position of a field's key, falling back like Pos.
-func (m *Model) KeyPos(field string) Pos {
-	if p, ok := m.fields[field]; ok && p.Key.Line > 0 {
-		return p.Key
-	}
-	return m.Pos(field)
-}
+func (m *Model) KeyPos(field string) Pos { return m.fields.KeyPos(field) }
 
 // Errorf returns an error positioned at a field of the model, for problems
 // found after parsing (a source that cannot be resolved, say).
 func (m *Model) Errorf(field, format string, args ...any) *Error {
-	p := m.Pos(field)
-	return &Error{File: m.File, Line: p.Line, Column: p.Column, Field: field, Model: m.Metadata.Name, Message: fmt.Sprintf(format, args...)}
+	e := m.fields.Errorf(field, format, args...)
+	e.Model = m.Metadata.Name
+	return e
 }
 
 func parent(field string) string {
@@ -178,24 +155,23 @@ func syntaxError(name string, data []byte, err error) *Error {
 // Decode strictly decodes a single-document YAML file into v (a pointer to
 // a struct with yaml tags), the way manifests are decoded: unknown fields,
 // duplicate keys and mistyped values are reported, every one positioned.
-// set reports which field paths the file wrote. It serves other YAML files
-// Merlin reads, such as the daemon's configuration.
-func Decode(name string, data []byte, v any) (set func(field string) bool, errs ErrorList) {
-	fields := map[string]fieldPos{}
-	set = func(field string) bool { _, ok := fields[field]; return ok }
+// The Fields it returns position the problems found after decoding. It
+// serves other YAML files Merlin reads, such as the daemon's configuration.
+func Decode(name string, data []byte, v any) (Fields, ErrorList) {
+	fields := Fields{file: name, pos: map[string]fieldPos{}}
 	if len(data) > MaxFileSize {
-		return set, ErrorList{tooLarge(name)}
+		return fields, ErrorList{tooLarge(name)}
 	}
 	var doc yaml.Node
 	if err := yaml.Unmarshal(data, &doc); err != nil {
-		return set, ErrorList{syntaxError(name, data, err)}
+		return fields, ErrorList{syntaxError(name, data, err)}
 	}
 	if doc.Kind != yaml.DocumentNode || len(doc.Content) == 0 {
-		return set, nil
+		return fields, nil
 	}
 	d := newDecoder(name)
-	d.fields = fields
+	d.fields = fields.pos
 	d.decode(doc.Content[0], reflect.ValueOf(v).Elem(), "", posOf(doc.Content[0]))
 	d.errs.Sort()
-	return set, d.errs
+	return fields, d.errs
 }

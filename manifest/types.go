@@ -29,7 +29,7 @@ type Model struct {
 	Errors ErrorList `yaml:"-" json:"-"`
 
 	// fields maps every field path set in the YAML to its position.
-	fields map[string]fieldPos
+	fields Fields
 	// bad holds the fields the decoder rejected, so validation does not
 	// report them a second time.
 	bad map[string]bool
