@@ -70,12 +70,13 @@ func TestBundlesStayBounded(t *testing.T) {
 	}
 	weights := func(i int) string { return fmt.Sprintf("%0256d", i) } // a 256-byte model file
 	f.push(merge(files("iris", "blueGreen", weights(0), "    interval: 1h"), files("wine", "direct", "stays")))
-	ctx := commandCtx(t, f)
 	for i := 1; i < 200; i++ {
 		f.push(map[string]string{"iris/model/model.pkl": weights(i)})
 		if i%2 == 0 {
-			if _, err := f.rec.Command(ctx, "iris", "promote"); err != nil {
-				t.Fatalf("commit %d: promote: %v", i, err)
+			// On this goroutine, as the loop would take it: pushes
+			// reconcile here too.
+			if res := f.rec.command(t.Context(), commandReq{model: "iris", cmd: "promote"}); res.Error != "" {
+				t.Fatalf("commit %d: promote: %s", i, res.Error)
 			}
 		}
 		tree, _ := f.repo.Tree(f.repo.head)
