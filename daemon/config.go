@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"cmp"
 	"fmt"
 	"os"
 	"regexp"
@@ -171,30 +172,16 @@ func ParseConfig(name string, data []byte) (*Config, error) {
 }
 
 func (c *Config) defaults() {
-	if c.Target == "" {
-		c.Target = "local"
-	}
-	if c.Local.Listen == "" {
-		c.Local.Listen = "127.0.0.1:8080"
-	}
-	if c.Local.StateDir == "" {
-		c.Local.StateDir = ".merlin"
-	}
-	if c.Server.Listen == "" {
-		c.Server.Listen = "127.0.0.1:9292"
-	}
-	if c.Metrics.Provider == "" {
-		c.Metrics.Provider = "local"
-	}
+	c.Target = cmp.Or(c.Target, "local")
+	c.Local.Listen = cmp.Or(c.Local.Listen, "127.0.0.1:8080")
+	c.Local.StateDir = cmp.Or(c.Local.StateDir, ".merlin")
+	c.Server.Listen = cmp.Or(c.Server.Listen, "127.0.0.1:9292")
+	c.Metrics.Provider = cmp.Or(c.Metrics.Provider, "local")
 	c.Kubernetes.defaults(c.Target)
 	for i := range c.Repositories {
 		r := &c.Repositories[i]
-		if r.Branch == "" {
-			r.Branch = "main"
-		}
-		if r.Interval == 0 {
-			r.Interval = manifest.Duration(time.Minute)
-		}
+		r.Branch = cmp.Or(r.Branch, "main")
+		r.Interval = cmp.Or(r.Interval, manifest.Duration(time.Minute))
 	}
 }
 

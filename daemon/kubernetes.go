@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"cmp"
 	"fmt"
 	"regexp"
 	"strings"
@@ -25,18 +26,10 @@ func (k *Kubernetes) defaults(target string) {
 		on := target == "kubernetes"
 		le.Enabled = &on
 	}
-	if le.LeaseName == "" {
-		le.LeaseName = DefaultLeaseName
-	}
-	if le.LeaseDuration == 0 {
-		le.LeaseDuration = manifest.Duration(DefaultLeaseDuration)
-	}
-	if le.RenewDeadline == 0 {
-		le.RenewDeadline = manifest.Duration(DefaultRenewDeadline)
-	}
-	if le.RetryPeriod == 0 {
-		le.RetryPeriod = manifest.Duration(DefaultRetryPeriod)
-	}
+	le.LeaseName = cmp.Or(le.LeaseName, DefaultLeaseName)
+	le.LeaseDuration = cmp.Or(le.LeaseDuration, manifest.Duration(DefaultLeaseDuration))
+	le.RenewDeadline = cmp.Or(le.RenewDeadline, manifest.Duration(DefaultRenewDeadline))
+	le.RetryPeriod = cmp.Or(le.RetryPeriod, manifest.Duration(DefaultRetryPeriod))
 }
 
 // fieldProblem is a problem with one field of the configuration, before it

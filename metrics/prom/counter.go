@@ -1,7 +1,9 @@
 package prom
 
 import (
+	"cmp"
 	"math"
+	"slices"
 	"sort"
 
 	"github.com/prometheus/common/model"
@@ -66,7 +68,7 @@ type cumBucket struct {
 // bucket (25%).
 func rebucket(cum []cumBucket) [62]uint64 {
 	var out [62]uint64
-	sort.Slice(cum, func(i, j int) bool { return cum[i].le < cum[j].le })
+	slices.SortFunc(cum, func(a, b cumBucket) int { return cmp.Compare(a.le, b.le) })
 	fine := metrics.BucketBounds()
 	lo, below := 0.0, 0.0
 	for _, b := range cum {
@@ -119,7 +121,7 @@ func spread(out *[62]uint64, fine []float64, lo, hi float64, n uint64) {
 		given += uint64(whole)
 		shares[k].frac -= whole
 	}
-	sort.SliceStable(shares, func(a, b int) bool { return shares[a].frac > shares[b].frac })
+	slices.SortStableFunc(shares, func(a, b share) int { return cmp.Compare(b.frac, a.frac) })
 	for k := 0; given < n && k < len(shares); k++ {
 		out[shares[k].i]++
 		given++

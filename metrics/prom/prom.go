@@ -4,10 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"net/http"
 	"net/url"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -123,11 +124,7 @@ func (p *Provider) version(ctx context.Context, modelName, version string, since
 			groups[sel] = append(groups[sel], name)
 		}
 	}
-	selectors := make([]string, 0, len(groups))
-	for sel := range groups {
-		selectors = append(selectors, sel)
-	}
-	sort.Strings(selectors)
+	selectors := slices.Sorted(maps.Keys(groups))
 	rangeMs := int64(math.Ceil(float64(end.Sub(since)+p.lookback) / float64(time.Millisecond)))
 	var series []*model.SampleStream
 	for _, sel := range selectors {

@@ -1,6 +1,7 @@
 package prom
 
 import (
+	"cmp"
 	"fmt"
 	"regexp"
 	"strconv"
@@ -84,15 +85,9 @@ var labelName = regexp.MustCompile(`^[a-zA-Z_][a-zA-Z0-9_]*$`)
 // mirrors are still read from Merlin's own counters (model and version
 // labels) for whatever exports them.
 func Istio(o IstioOptions) (Schema, error) {
-	if o.VersionLabel == "" {
-		o.VersionLabel = "destination_workload"
-	}
-	if o.VersionPattern == "" {
-		o.VersionPattern = "{version}-predictor(-[0-9]+-deployment)?"
-	}
-	if o.Reporter == "" {
-		o.Reporter = "destination"
-	}
+	o.VersionLabel = cmp.Or(o.VersionLabel, "destination_workload")
+	o.VersionPattern = cmp.Or(o.VersionPattern, "{version}-predictor(-[0-9]+-deployment)?")
+	o.Reporter = cmp.Or(o.Reporter, "destination")
 	if !labelName.MatchString(o.VersionLabel) {
 		return Schema{}, fmt.Errorf("istio version label %q is not a Prometheus label name", o.VersionLabel)
 	}
