@@ -25,6 +25,7 @@ import (
 
 	"merlin.dev/merlin/internal/gittest"
 	"merlin.dev/merlin/internal/kubetest"
+	"merlin.dev/merlin/internal/poll"
 	"merlin.dev/merlin/internal/testlog"
 	"merlin.dev/merlin/server"
 	"merlin.dev/merlin/serving"
@@ -110,17 +111,6 @@ func call(t *testing.T, method, url string, out any) (int, http.Header) {
 	return resp.StatusCode, resp.Header
 }
 
-func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %s", what, d)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-}
-
 // TestClusterLeaderElection runs two daemons with target kubernetes against
 // a real API server and a real git repository. The first leads: it
 // reconciles and applies the model's InferenceService. The second stands
@@ -164,14 +154,14 @@ server: {listen: "127.0.0.1:0"}
 	holder := func() string { return leaseHolder(t, env, leases) }
 
 	a := startDaemon(t, "a", config(t.TempDir()))
-	eventually(t, time.Minute, "a applies the model", func() bool { return len(isvcs()) == 1 })
+	poll.Until(t, time.Minute, "a applies the model", func() bool { return len(isvcs()) == 1 })
 	first := isvcs()[0]
 	if !a.leading() || holder() != a.identity() {
 		t.Fatalf("a applied but leads %v; Lease holder %q, a is %q", a.leading(), holder(), a.identity())
 	}
 
 	b := startDaemon(t, "b", config(t.TempDir()))
-	eventually(t, 30*time.Second, "b sees a lead", func() bool { return b.d.elector.Leader() == a.identity() })
+	poll.Until(t, 30*time.Second, "b sees a lead", func() bool { return b.d.elector.Leader() == a.identity() })
 	if b.leading() {
 		t.Fatal("b leads while a holds the Lease")
 	}
@@ -189,7 +179,7 @@ server: {listen: "127.0.0.1:0"}
 	if code, _ := call(t, "POST", b.api+"/api/v1/models/iris-sklearn/pause", &refusal); code != http.StatusServiceUnavailable || refusal["leader"] != a.identity() {
 		t.Errorf("follower POST pause = %d %v, want 503 naming %s", code, refusal, a.identity())
 	}
-	eventually(t, time.Minute, "a's API lists the model", func() bool {
+	poll.Until(t, time.Minute, "a's API lists the model", func() bool {
 		code, _ := call(t, "GET", a.api+"/api/v1/models/iris-sklearn", nil)
 		return code == http.StatusOK
 	})
@@ -210,9 +200,9 @@ server: {listen: "127.0.0.1:0"}
 	}
 	a.done <- nil // for the cleanup
 	released := time.Now()
-	eventually(t, leaseDuration, "b takes over", func() bool { return b.leading() && holder() == b.identity() })
+	poll.Until(t, leaseDuration, "b takes over", func() bool { return b.leading() && holder() == b.identity() })
 	t.Logf("b led %s after a stopped", time.Since(released).Round(time.Millisecond))
-	eventually(t, time.Minute, "b reconciles", func() bool {
+	poll.Until(t, time.Minute, "b reconciles", func() bool {
 		call(t, "GET", b.api+"/api/v1/repos", &repos)
 		return len(repos.Repos) == 1 && repos.Repos[0].SHA != ""
 	})
@@ -227,7 +217,7 @@ server: {listen: "127.0.0.1:0"}
 
 	// b applies what is committed next.
 	repo.Commit("iris: log more", map[string]string{"iris/merlin.yaml": irisManifestWithEnv(t)})
-	eventually(t, time.Minute, "b applies the new version", func() bool { return len(isvcs()) == 2 })
+	poll.Until(t, time.Minute, "b applies the new version", func() bool { return len(isvcs()) == 2 })
 	if got := isvcs(); !slices.Contains(got, first) {
 		t.Errorf("InferenceServices %v lost %s while the new version is not ready", got, first)
 	}

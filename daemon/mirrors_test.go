@@ -12,6 +12,7 @@ import (
 
 	"merlin.dev/merlin/builder"
 	"merlin.dev/merlin/internal/gittest"
+	"merlin.dev/merlin/internal/poll"
 	"merlin.dev/merlin/manifest"
 	"merlin.dev/merlin/serving"
 	"merlin.dev/merlin/serving/local/modelserver"
@@ -57,14 +58,14 @@ server: {listen: "127.0.0.1:0"}
 		call(t, http.MethodGet, d.api+"/api/v1/models/iris-sklearn", &ms)
 		return ms
 	}
-	eventually(t, 2*time.Minute, "the first version serves", func() bool {
+	poll.Until(t, 2*time.Minute, "the first version serves", func() bool {
 		ms := model()
 		return len(ms.Versions) == 1 && ms.Versions[0].Weight == 100 && ms.Versions[0].Ready()
 	})
 
 	// A change starts a shadow rollout: the candidate is mirrored.
 	repo.Commit("debug logs", map[string]string{"iris/merlin.yaml": irisWith(t, "  env: [{name: LOG_LEVEL, value: debug}]\n")})
-	eventually(t, 2*time.Minute, "the shadow candidate is mirrored", func() bool { return len(model().Mirrors) == 1 })
+	poll.Until(t, 2*time.Minute, "the shadow candidate is mirrored", func() bool { return len(model().Mirrors) == 1 })
 
 	// Pull request 7 previews a third version beside it.
 	preview := buildPreview(t, irisWith(t, "  env: [{name: LOG_LEVEL, value: info}]\n"))
@@ -74,7 +75,7 @@ server: {listen: "127.0.0.1:0"}
 	if err := rec.SetPreview(ctx, 7, preview, 100); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 2*time.Minute, "two mirrors, every version ready", func() bool {
+	poll.Until(t, 2*time.Minute, "two mirrors, every version ready", func() bool {
 		ms := model()
 		ready := len(ms.Versions) == 3
 		for _, v := range ms.Versions {
@@ -95,7 +96,7 @@ server: {listen: "127.0.0.1:0"}
 		}
 	}
 	var ms serving.ModelStatus
-	eventually(t, 30*time.Second, "each mirror compared 20 requests", func() bool {
+	poll.Until(t, 30*time.Second, "each mirror compared 20 requests", func() bool {
 		ms = model()
 		n := 0
 		for _, v := range ms.Versions {

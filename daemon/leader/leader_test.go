@@ -16,6 +16,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	"merlin.dev/merlin/internal/kubetest"
+	"merlin.dev/merlin/internal/poll"
 )
 
 func TestMain(m *testing.M) { kubetest.Main(m) }
@@ -121,9 +122,9 @@ func TestHandOver(t *testing.T) {
 	b, doneB := candidate(t, ctxB, client, testConfig(ns, "b"), j)
 	// b has read the Lease and tried again at every renewal of a's: wait
 	// until a renewed it several times after b saw it held by a.
-	waitUntil(t, 30*time.Second, func() bool { return b.Leader() == "a" })
+	poll.Until(t, 30*time.Second, "b sees a lead", func() bool { return b.Leader() == "a" })
 	first := getLease(t, client, ns).Spec.RenewTime.Time
-	waitUntil(t, 30*time.Second, func() bool {
+	poll.Until(t, 30*time.Second, "a renews the Lease 8 times", func() bool {
 		return getLease(t, client, ns).Spec.RenewTime.Sub(first) >= 8*testConfig("", "").RetryPeriod
 	})
 	if got := j.list(); !slices.Equal(got, []string{"a leads"}) {
@@ -211,7 +212,7 @@ func TestLost(t *testing.T) {
 
 	// Someone else writes the Lease (an operator, or a partition that let
 	// it expire): a can no longer renew.
-	waitUntil(t, 30*time.Second, func() bool {
+	poll.Until(t, 30*time.Second, "the intruder writes the Lease", func() bool {
 		l := getLease(t, client, ns)
 		now := metav1.NowMicro()
 		l.Spec.HolderIdentity, l.Spec.RenewTime, l.Spec.LeaseDurationSeconds = ptr.To("intruder"), &now, ptr.To[int32](3600)
@@ -245,7 +246,7 @@ func TestStopBeforeLeading(t *testing.T) {
 	j.waitFor(t, "a leads", 30*time.Second)
 	ctxB, stopB := context.WithCancel(context.Background())
 	b, doneB := candidate(t, ctxB, client, testConfig(ns, "b"), j)
-	waitUntil(t, 30*time.Second, func() bool { return b.Leader() == "a" })
+	poll.Until(t, 30*time.Second, "b sees a lead", func() bool { return b.Leader() == "a" })
 	stopB()
 	if err := <-doneB; err != nil {
 		t.Fatal(err)
@@ -281,16 +282,5 @@ func TestConfigErrors(t *testing.T) {
 		if _, err := New(nil, c, nil); err == nil {
 			t.Errorf("%s: no error", name)
 		}
-	}
-}
-
-func waitUntil(t *testing.T, d time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("condition not met within %s", d)
-		}
-		time.Sleep(50 * time.Millisecond)
 	}
 }

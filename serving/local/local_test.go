@@ -8,20 +8,9 @@ import (
 	"testing"
 	"time"
 
+	"merlin.dev/merlin/internal/poll"
 	"merlin.dev/merlin/serving"
 )
-
-// eventually polls cond until it holds or d passes.
-func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %s", what, d)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
 
 func modelStatus(t *testing.T, l *Local, model string) serving.ModelStatus {
 	t.Helper()
@@ -54,7 +43,7 @@ func TestMirrorsCompareEach(t *testing.T) {
 	if err := l.Apply(context.Background(), d); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 2*time.Minute, "three versions ready", func() bool {
+	poll.Until(t, 2*time.Minute, "three versions ready", func() bool {
 		ms := modelStatus(t, l, "iris")
 		n := 0
 		for _, v := range ms.Versions {
@@ -76,7 +65,7 @@ func TestMirrorsCompareEach(t *testing.T) {
 			t.Fatalf("predict: %d from %q; want 200 from %s", resp.StatusCode, resp.Header.Get("X-Merlin-Version"), stable.ID)
 		}
 	}
-	eventually(t, 10*time.Second, "both mirrors compared 10 requests", func() bool {
+	poll.Until(t, 10*time.Second, "both mirrors compared 10 requests", func() bool {
 		ms := modelStatus(t, l, "iris")
 		n := 0
 		for _, v := range ms.Versions {
@@ -117,7 +106,7 @@ func TestRestoreKeepsRoutedSplit(t *testing.T) {
 	if err := l.Apply(context.Background(), serving.Deployment{Model: "iris", Versions: []serving.Version{good}, Traffic: map[string]int{good.ID: 100}}); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 2*time.Minute, "the good version serves", func() bool {
+	poll.Until(t, 2*time.Minute, "the good version serves", func() bool {
 		v, _ := modelStatus(t, l, "iris").Version(good.ID)
 		return v.Ready() && v.Weight == 100
 	})
@@ -128,7 +117,7 @@ func TestRestoreKeepsRoutedSplit(t *testing.T) {
 
 	l = newTestLocal(t, dir)
 	defer l.Close()
-	eventually(t, 2*time.Minute, "restored: good serves, bad failed", func() bool {
+	poll.Until(t, 2*time.Minute, "restored: good serves, bad failed", func() bool {
 		ms := modelStatus(t, l, "iris")
 		g, _ := ms.Version(good.ID)
 		b, _ := ms.Version(bad.ID)
