@@ -1065,6 +1065,39 @@ print(json.dumps({"bad": bad, "mlmodels": mlmodels}))
 	t.Logf("%d YAML files (%v MLmodel) parse like PyYAML", len(files), m["mlmodels"])
 }
 
+// TestPythonUnit runs the package's Python unit tests (pytests/, not
+// embedded) against the installed package: configuration, MLmodel, the V1/V2
+// protocol, HTTP framing with one write per batch of responses, and the ways
+// to start the server.
+func TestPythonUnit(t *testing.T) {
+	requirePython(t)
+	t.Parallel()
+	pkg, err := Install(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests, err := filepath.Abs("pytests")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, DefaultPython, "-B", "-m", "unittest", "discover", "-v", "-s", tests, "-t", tests)
+	cmd.Dir = t.TempDir()
+	cmd.Env = append(os.Environ(), "PYTHONPATH="+filepath.Dir(pkg), "OMP_NUM_THREADS=1")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("python unit tests: %v\n%s", err, out)
+	}
+	t.Logf("%s", lastLine(strings.TrimSuffix(strings.TrimSpace(string(out)), "OK")))
+	_ = filepath.WalkDir(pkg, func(p string, d fs.DirEntry, err error) error {
+		if err == nil && d.Name() == "__pycache__" {
+			t.Errorf("bytecode written into the package: %s", p)
+		}
+		return err
+	})
+}
+
 // --------------------------------------------------------------- lifecycle --
 
 func TestSIGTERMFinishesInFlightRequest(t *testing.T) {
