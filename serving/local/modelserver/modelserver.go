@@ -125,6 +125,7 @@ func Install(dir string) (string, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return "", fmt.Errorf("modelserver: %w", err)
 	}
+	removeStale(dir)
 	tmp, err := os.MkdirTemp(dir, ".modelserver-"+sum+".tmp-*")
 	if err != nil {
 		return "", fmt.Errorf("modelserver: %w", err)
@@ -170,6 +171,24 @@ func Install(dir string) (string, error) {
 		d.Close()
 	}
 	return pkg, nil
+}
+
+// removeStale removes the temporary directories of Installs that crashed
+// (or were killed) more than an hour ago.
+func removeStale(dir string) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		name := e.Name()
+		if !strings.HasPrefix(name, ".modelserver-") || !(strings.Contains(name, ".tmp-") || strings.Contains(name, ".old-")) {
+			continue
+		}
+		if info, err := e.Info(); err == nil && time.Since(info.ModTime()) > time.Hour {
+			_ = os.RemoveAll(filepath.Join(dir, name))
+		}
+	}
 }
 
 // installed reports whether pkg holds exactly the bytes of files (extra

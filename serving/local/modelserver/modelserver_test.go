@@ -392,6 +392,31 @@ func TestInstall(t *testing.T) {
 	if len(entries) != 1 {
 		t.Errorf("leftover files in %s: %v", dir, entries)
 	}
+	// The temporary directory of an Install killed long ago is removed by
+	// the next one that writes; a recent one (maybe in progress) is kept.
+	stale := filepath.Join(dir, ".modelserver-"+SourceHash()+".tmp-123")
+	recent := filepath.Join(dir, ".modelserver-"+SourceHash()+".tmp-456")
+	for _, d := range []string{stale, recent} {
+		if err := os.MkdirAll(filepath.Join(d, PackageName), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	old := time.Now().Add(-2 * time.Hour)
+	if err := os.Chtimes(stale, old, old); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(main); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Install(dir); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(stale); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("stale temporary directory kept: %v", err)
+	}
+	if _, err := os.Stat(recent); err != nil {
+		t.Errorf("recent temporary directory removed: %v", err)
+	}
 	// Concurrent installs into a fresh directory all succeed.
 	dir2 := filepath.Join(t.TempDir(), "bin")
 	var wg sync.WaitGroup
