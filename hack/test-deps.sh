@@ -18,7 +18,7 @@ FULL_PACKAGES=(
   python3-torch python3-yaml etcd-server prometheus git
   openssh-server openssh-client wrk
 )
-QUICK_PACKAGES=(python3-sklearn python3-xgboost python3-cloudpickle python3-numpy git)
+QUICK_PACKAGES=(python3-sklearn python3-xgboost python3-cloudpickle python3-numpy python3-yaml git)
 
 log() { printf 'test-deps: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }

@@ -21,7 +21,7 @@ import (
 
 // Options configure the local target.
 type Options struct {
-	// StateDir holds model-server logs, the scripts they run and the state
+	// StateDir holds model-server logs, the Python package they run and the state
 	// that lets a restarted daemon adopt running servers. Required.
 	StateDir string
 	// Python is the interpreter for model servers; empty means Debian's
@@ -83,7 +83,7 @@ func (o *Options) defaults() {
 type Local struct {
 	opts      Options
 	log       *slog.Logger
-	script    string
+	serverPkg string // the installed model-server package (modelserver.Install)
 	python    string
 	probe     *http.Client
 	stats     *metrics.Registry
@@ -134,13 +134,13 @@ func New(opts Options) (*Local, error) {
 			return nil, fmt.Errorf("local target: %w", err)
 		}
 	}
-	script, err := modelserver.WriteScript(filepath.Join(opts.StateDir, "bin"))
+	serverPkg, err := modelserver.Install(filepath.Join(opts.StateDir, "bin"))
 	if err != nil {
 		return nil, fmt.Errorf("local target: %w", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	l := &Local{
-		opts: opts, log: opts.Logger, script: script, python: python, stats: opts.Stats,
+		opts: opts, log: opts.Logger, serverPkg: serverPkg, python: python, stats: opts.Stats,
 		probe:       &http.Client{Timeout: 2 * time.Second},
 		mirrorSem:   make(chan struct{}, opts.MirrorConcurrency),
 		ctx:         ctx,

@@ -308,7 +308,7 @@ func (p *process) runOnce(ctx context.Context) error {
 	}
 	defer logf.Close()
 	start := logSize(logf)
-	cmd := modelserver.Command(p.l.script, modelserver.Options{
+	cmd := modelserver.Command(p.l.serverPkg, modelserver.Options{
 		Python: p.l.python, ModelDir: p.v.Bundle, Name: p.v.Model, Version: p.v.ID,
 		Workers: p.l.opts.Workers, OrphanTimeout: p.l.opts.OrphanTimeout,
 	}, p.listener)

@@ -1,21 +1,35 @@
 // Package modelserver embeds and launches Merlin's local Python model server.
 //
-// The server (server.py, embedded as [Script]) serves one MLflow model
-// version per process with the KServe V1 and Open Inference Protocol V2 HTTP
-// APIs. It needs only Debian's /usr/bin/python3 with python3-numpy, plus the
-// library of the model's flavor (python3-sklearn, python3-xgboost,
+// The server is a small Python package, merlin_modelserver (embedded as
+// [Source]), that serves one MLflow model version per process with the
+// KServe V1 and Open Inference Protocol V2 HTTP APIs. Its modules: config
+// (command line, thread defaults), mlmodel (MLmodel read with PyYAML's
+// safe_load), loaders (one module per flavor: sklearn, xgboost, pytorch,
+// pyfunc), protocol (V1/V2 request decoding, routing, response encoding),
+// server (HTTP over asyncio, workers, orphan timeout, graceful stop) and main.
+// It needs only Debian's /usr/bin/python3 with python3-numpy and python3-yaml,
+// plus the library of the model's flavor (python3-sklearn, python3-xgboost,
 // python3-torch, python3-cloudpickle), imported lazily.
 //
 // Typical use by the local target:
 //
-//	py, err := modelserver.Python()          // /usr/bin/python3 with numpy
-//	script, err := modelserver.WriteScript(stateDir)
+//	py, err := modelserver.Python()          // /usr/bin/python3 with numpy and yaml
+//	pkg, err := modelserver.Install(stateDir) // stateDir/modelserver-<hash>/merlin_modelserver
 //	ln, err := net.Listen("tcp", "127.0.0.1:0")
 //	f, err := ln.(*net.TCPListener).File()   // a dup: close ln and f after Start
-//	cmd := modelserver.Command(script, modelserver.Options{Python: py, ModelDir: dir,
+//	cmd := modelserver.Command(pkg, modelserver.Options{Python: py, ModelDir: dir,
 //		Name: "iris", Version: "v3", Workers: 2}, f)
 //	cmd.Stdout, cmd.Stderr = logFile, logFile
 //	err = cmd.Start()
+//
+// [Install] writes the package to a content-addressed directory (atomically:
+// a synced temporary directory renamed into place), so servers started from
+// an older binary keep their files. [Command] runs "python3 -u -B PKG ...":
+// Python executes the package directory's __main__.py, which imports the
+// package from its parent directory; -B (and sys.dont_write_bytecode) keep
+// __pycache__ out of the package and model directories. The same server
+// runs by hand as "python3 -B -m merlin_modelserver ..." with the package's
+// parent directory on PYTHONPATH.
 //
 // The process inherits the listening socket as fd 3, so connections made
 // while the model is loading wait in the backlog instead of being refused;

@@ -4,12 +4,11 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"math"
 	"net"
 	"net/http"
@@ -27,9 +26,9 @@ import (
 )
 
 // These tests start real Python model servers. They need Debian's
-// /usr/bin/python3 with python3-numpy, python3-sklearn, python3-xgboost and
-// python3-cloudpickle (hack/test-deps.sh installs them); python3-torch for
-// the pytorch test.
+// /usr/bin/python3 with python3-numpy, python3-yaml, python3-sklearn,
+// python3-xgboost and python3-cloudpickle (hack/test-deps.sh installs them);
+// python3-torch for the pytorch test.
 
 const (
 	sklearnModel = "../../../examples/iris-sklearn/model"
@@ -50,7 +49,7 @@ var irisRows = [][]float64{
 var pyModules sync.Map // module list -> error (nil: importable)
 
 // requirePython skips the test, loudly, unless /usr/bin/python3 can import
-// numpy and the given modules.
+// numpy, yaml and the given modules.
 func requirePython(t *testing.T, modules ...string) {
 	t.Helper()
 	key := strings.Join(modules, ",")
@@ -58,7 +57,7 @@ func requirePython(t *testing.T, modules ...string) {
 	if !ok {
 		var err error
 		if _, err = os.Stat(DefaultPython); err == nil {
-			code := "import numpy"
+			code := "import numpy, yaml"
 			for _, m := range modules {
 				code += ", " + m
 			}
@@ -70,8 +69,8 @@ func requirePython(t *testing.T, modules ...string) {
 		v, _ = pyModules.LoadOrStore(key, err)
 	}
 	if err, _ := v.(error); err != nil {
-		t.Skipf("SKIPPING REAL MODEL-SERVER TEST: %s cannot import numpy %s (%v); "+
-			"run hack/test-deps.sh or apt-get install python3-numpy python3-sklearn python3-xgboost python3-cloudpickle python3-torch",
+		t.Skipf("SKIPPING REAL MODEL-SERVER TEST: %s cannot import numpy yaml %s (%v); "+
+			"run hack/test-deps.sh or apt-get install python3-numpy python3-yaml python3-sklearn python3-xgboost python3-cloudpickle python3-torch",
 			DefaultPython, key, err)
 	}
 }
@@ -116,7 +115,7 @@ type proc struct {
 // of the listener is closed right after Start, as the daemon does.
 func start(t *testing.T, o Options) *proc {
 	t.Helper()
-	script, err := WriteScript(t.TempDir())
+	script, err := Install(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -315,43 +314,127 @@ func requireExample(t *testing.T, dir string) string {
 
 // ---------------------------------------------------------------- no Python --
 
-func TestWriteScript(t *testing.T) {
-	dir := filepath.Join(t.TempDir(), "state", "scripts")
-	path, err := WriteScript(dir)
+func TestInstall(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "state", "bin")
+	pkg, err := Install(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	sum := sha256.Sum256(Script)
-	if want := filepath.Join(dir, "server-"+hex.EncodeToString(sum[:])[:12]+".py"); path != want {
-		t.Errorf("path %s, want %s", path, want)
+	if want := filepath.Join(dir, "modelserver-"+SourceHash(), PackageName); pkg != want {
+		t.Errorf("path %s, want %s", pkg, want)
 	}
-	got, err := os.ReadFile(path)
-	if err != nil || !bytes.Equal(got, Script) {
-		t.Fatalf("script content differs (err %v)", err)
+	if len(SourceHash()) != 12 {
+		t.Errorf("SourceHash() = %q", SourceHash())
 	}
-	st1, _ := os.Stat(path)
+	// Every embedded file, and nothing else (no __pycache__, no tests).
+	var want []string
+	_ = fs.WalkDir(Source, PackageName, func(p string, d fs.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			want = append(want, strings.TrimPrefix(p, PackageName+"/"))
+		}
+		return err
+	})
+	var got []string
+	_ = filepath.WalkDir(pkg, func(p string, d fs.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			rel, _ := filepath.Rel(pkg, p)
+			got = append(got, filepath.ToSlash(rel))
+		}
+		return err
+	})
+	for _, name := range []string{"__init__.py", "__main__.py", "config.py", "protocol.py", "server.py",
+		"mlmodel.py", "loaders/__init__.py", "loaders/sklearn.py"} {
+		if !slices.Contains(want, name) {
+			t.Errorf("%s is not embedded (embedded: %q)", name, want)
+		}
+	}
+	for _, name := range want {
+		if strings.Contains(name, "__pycache__") || !strings.HasSuffix(name, ".py") {
+			t.Errorf("embedded %s", name)
+		}
+	}
+	if !slices.Equal(got, want) {
+		t.Fatalf("installed %q\nwant %q", got, want)
+	}
+	main := filepath.Join(pkg, "__main__.py")
+	src, _ := Source.ReadFile(PackageName + "/__main__.py")
+	st1, _ := os.Stat(main)
 	time.Sleep(10 * time.Millisecond)
-	again, err := WriteScript(dir)
-	if err != nil || again != path {
-		t.Fatalf("second WriteScript = %q, %v", again, err)
+	again, err := Install(dir)
+	if err != nil || again != pkg {
+		t.Fatalf("second Install = %q, %v", again, err)
 	}
-	st2, _ := os.Stat(path)
+	st2, _ := os.Stat(main)
 	if !st1.ModTime().Equal(st2.ModTime()) {
-		t.Errorf("an identical script was rewritten")
+		t.Errorf("an identical package was rewritten")
 	}
 	// A corrupted file is replaced.
-	if err := os.WriteFile(path, []byte("broken"), 0o644); err != nil {
+	if err := os.WriteFile(main, []byte("broken"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := WriteScript(dir); err != nil {
+	if _, err := Install(dir); err != nil {
 		t.Fatal(err)
 	}
-	if got, _ := os.ReadFile(path); !bytes.Equal(got, Script) {
-		t.Errorf("corrupted script was not rewritten")
+	if got, _ := os.ReadFile(main); !bytes.Equal(got, src) {
+		t.Errorf("corrupted package was not rewritten")
+	}
+	// So is a missing one.
+	if err := os.Remove(filepath.Join(pkg, "loaders", "sklearn.py")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Install(dir); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(pkg, "loaders", "sklearn.py")); err != nil {
+		t.Errorf("missing file was not rewritten: %v", err)
 	}
 	entries, _ := os.ReadDir(dir)
 	if len(entries) != 1 {
 		t.Errorf("leftover files in %s: %v", dir, entries)
+	}
+	// The temporary directory of an Install killed long ago is removed by
+	// the next one that writes; a recent one (maybe in progress) is kept.
+	stale := filepath.Join(dir, ".modelserver-"+SourceHash()+".tmp-123")
+	recent := filepath.Join(dir, ".modelserver-"+SourceHash()+".tmp-456")
+	for _, d := range []string{stale, recent} {
+		if err := os.MkdirAll(filepath.Join(d, PackageName), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	old := time.Now().Add(-2 * time.Hour)
+	if err := os.Chtimes(stale, old, old); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(main); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Install(dir); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(stale); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("stale temporary directory kept: %v", err)
+	}
+	if _, err := os.Stat(recent); err != nil {
+		t.Errorf("recent temporary directory removed: %v", err)
+	}
+	// Concurrent installs into a fresh directory all succeed.
+	dir2 := filepath.Join(t.TempDir(), "bin")
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for range 8 {
+		wg.Go(func() {
+			if _, err := Install(dir2); err != nil {
+				errs <- err
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	if entries, _ := os.ReadDir(dir2); len(entries) != 1 {
+		t.Errorf("leftover files in %s: %v", dir2, entries)
 	}
 }
 
@@ -361,9 +444,9 @@ func TestCommand(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	cmd := Command("/s/server.py", Options{ModelDir: "/m", Name: "iris", Version: "v2", Workers: 2,
+	cmd := Command("/s/merlin_modelserver", Options{ModelDir: "/m", Name: "iris", Version: "v2", Workers: 2,
 		OrphanTimeout: 90 * time.Second}, f)
-	want := []string{DefaultPython, "-u", "/s/server.py", "--model-dir", "/m", "--name", "iris", "--version", "v2",
+	want := []string{DefaultPython, "-u", "-B", "/s/merlin_modelserver", "--model-dir", "/m", "--name", "iris", "--version", "v2",
 		"--fd", "3", "--workers", "2", "--orphan-timeout", "90"}
 	if !slices.Equal(cmd.Args, want) {
 		t.Errorf("args %q\nwant %q", cmd.Args, want)
@@ -377,7 +460,7 @@ func TestCommand(t *testing.T) {
 	if cmd.SysProcAttr == nil || !cmd.SysProcAttr.Setpgid {
 		t.Errorf("Setpgid not set")
 	}
-	cmd = Command("s.py", Options{Python: "/opt/py", ModelDir: "m", Name: "n", Version: "v",
+	cmd = Command("pkg", Options{Python: "/opt/py", ModelDir: "m", Name: "n", Version: "v",
 		OrphanTimeout: 1500 * time.Millisecond}, f)
 	if cmd.Args[0] != "/opt/py" || !slices.Contains(cmd.Args, "1.5") || slices.Contains(cmd.Args, "--workers") {
 		t.Errorf("args %q", cmd.Args)
@@ -941,12 +1024,13 @@ mlflow_version: 2.12.2
 	})
 }
 
-// TestMLmodelParsing checks the server's own YAML reader against PyYAML on
-// every real MLmodel sample and the examples.
+// TestMLmodelParsing reads every real MLmodel sample and the examples with
+// the server's mlmodel module (PyYAML's safe_load) and checks the result, the
+// signatures, and the one-line errors for what is not an MLmodel.
 func TestMLmodelParsing(t *testing.T) {
 	requirePython(t, "yaml")
 	t.Parallel()
-	script, err := WriteScript(t.TempDir())
+	pkg, err := Install(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -963,25 +1047,80 @@ func TestMLmodelParsing(t *testing.T) {
 		t.Skip("no MLmodel files found")
 	}
 	res := pythonJSON(t, `
-import importlib.util, json, sys, yaml
-spec = importlib.util.spec_from_file_location("server", sys.argv[1])
-server = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(server)
+import json, os, sys
+sys.dont_write_bytecode = True
+sys.path.insert(0, os.path.dirname(sys.argv[1]))
+import yaml
+from merlin_modelserver import mlmodel
+from merlin_modelserver.errors import LoadError
 bad = []
+mlmodels = 0
 for path in sys.argv[2:]:
     text = open(path).read()
     try:
-        mine = server._MiniYAML(text).parse()
+        mine = mlmodel.parse(text)
+        if os.path.basename(path) == "MLmodel":
+            mlmodels += 1
+            if mlmodel.read(os.path.dirname(path)) != mine or not isinstance(mine.get("flavors"), dict):
+                bad.append(path + ": no flavors")
+            sig = mine.get("signature")
+            got = mlmodel.signature(mine)
+            if isinstance(sig, dict) and sig.get("inputs") and not isinstance(got.get("inputs"), list):
+                bad.append(path + ": signature inputs not decoded")
     except Exception as e:
         mine = "error: %r" % e
     if mine != yaml.safe_load(text):
         bad.append(path)
-print(json.dumps(bad))
-`, append([]string{script}, files...)...)
-	if len(res.([]any)) != 0 {
-		t.Fatalf("parsed differently from PyYAML: %v", res)
+for text in ("flavors: [", "- a\n- b\n", "", "a: *x\n", "flavors: !!python/object:os.system x\n"):
+    try:
+        mlmodel.parse(text)
+        bad.append("parsed %r" % text)
+    except LoadError as e:
+        if "\n" in str(e) or "MLmodel" not in str(e):
+            bad.append("error %r" % str(e))
+print(json.dumps({"bad": bad, "mlmodels": mlmodels}))
+`, append([]string{pkg}, files...)...)
+	m := res.(map[string]any)
+	if bad := m["bad"].([]any); len(bad) != 0 {
+		t.Fatalf("MLmodel parsing: %v", bad)
 	}
-	t.Logf("%d YAML files parse like PyYAML", len(files))
+	if m["mlmodels"].(float64) == 0 {
+		t.Fatalf("no MLmodel among %v", files)
+	}
+	t.Logf("%d YAML files (%v MLmodel) parse like PyYAML", len(files), m["mlmodels"])
+}
+
+// TestPythonUnit runs the package's Python unit tests (pytests/, not
+// embedded) against the installed package: configuration, MLmodel, the V1/V2
+// protocol, HTTP framing with one write per batch of responses, and the ways
+// to start the server.
+func TestPythonUnit(t *testing.T) {
+	requirePython(t)
+	t.Parallel()
+	pkg, err := Install(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests, err := filepath.Abs("pytests")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, DefaultPython, "-B", "-m", "unittest", "discover", "-v", "-s", tests, "-t", tests)
+	cmd.Dir = t.TempDir()
+	cmd.Env = append(os.Environ(), "PYTHONPATH="+filepath.Dir(pkg), "OMP_NUM_THREADS=1")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("python unit tests: %v\n%s", err, out)
+	}
+	t.Logf("%s", lastLine(strings.TrimSuffix(strings.TrimSpace(string(out)), "OK")))
+	_ = filepath.WalkDir(pkg, func(p string, d fs.DirEntry, err error) error {
+		if err == nil && d.Name() == "__pycache__" {
+			t.Errorf("bytecode written into the package: %s", p)
+		}
+		return err
+	})
 }
 
 // --------------------------------------------------------------- lifecycle --
@@ -1129,7 +1268,7 @@ func TestOrphan(t *testing.T) {
 		t.Run(fmt.Sprintf("workers=%d", workers), func(t *testing.T) {
 			t.Parallel()
 			dir := pyfuncModel(t)
-			script, err := WriteScript(t.TempDir())
+			script, err := Install(t.TempDir())
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -1212,14 +1351,14 @@ func TestOrphan(t *testing.T) {
 // BenchmarkPredict measures single-row iris predicts through Go's HTTP client,
 // as the router sends them: go test -run NONE -bench Predict -benchtime 5s.
 func BenchmarkPredict(b *testing.B) {
-	if _, err := exec.Command(DefaultPython, "-c", "import numpy, sklearn, cloudpickle").CombinedOutput(); err != nil {
+	if _, err := exec.Command(DefaultPython, "-c", "import numpy, yaml, sklearn, cloudpickle").CombinedOutput(); err != nil {
 		b.Skipf("SKIPPING: %s cannot import sklearn: %v", DefaultPython, err)
 	}
 	dir, err := filepath.Abs(sklearnModel)
 	if err != nil {
 		b.Fatal(err)
 	}
-	script, err := WriteScript(b.TempDir())
+	script, err := Install(b.TempDir())
 	if err != nil {
 		b.Fatal(err)
 	}
