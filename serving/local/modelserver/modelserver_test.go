@@ -23,6 +23,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"merlin.dev/merlin/internal/testlog"
 )
 
 // These tests start real Python model servers. They need Debian's
@@ -83,30 +85,12 @@ func lastLine(s string) string {
 	return s
 }
 
-// syncBuffer collects a child's output.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
-}
-
 // proc is a model server started by a test.
 type proc struct {
 	cmd    *exec.Cmd
 	addr   string // host:port
 	url    string // http://host:port
-	output *syncBuffer
+	output *testlog.Buffer
 	done   chan struct{}
 	err    error // from Wait, valid after done is closed
 }
@@ -133,7 +117,7 @@ func start(t *testing.T, o Options) *proc {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &proc{addr: ln.Addr().String(), output: &syncBuffer{}, done: make(chan struct{})}
+	p := &proc{addr: ln.Addr().String(), output: &testlog.Buffer{}, done: make(chan struct{})}
 	p.url = "http://" + p.addr
 	p.cmd = Command(script, o, f)
 	p.cmd.Stdout = p.output
@@ -1311,7 +1295,7 @@ func TestOrphan(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			p := &proc{addr: ln.Addr().String(), url: "http://" + ln.Addr().String(), output: &syncBuffer{},
+			p := &proc{addr: ln.Addr().String(), url: "http://" + ln.Addr().String(), output: &testlog.Buffer{},
 				done: make(chan struct{})}
 			p.waitReady(t)
 			stdin.Close() // the "daemon" dies
