@@ -28,6 +28,7 @@ import (
 	"merlin.dev/merlin/internal/gittest"
 	"merlin.dev/merlin/internal/kubetest"
 	"merlin.dev/merlin/server"
+	"merlin.dev/merlin/serving"
 )
 
 func TestMain(m *testing.M) { kubetest.Main(m) }
