@@ -384,3 +384,118 @@ func TestAPIServerOutage(t *testing.T) {
 		return true, ""
 	})
 }
+
+// drain empties k's change signal.
+func drain(k *Kube) {
+	select {
+	case <-k.Changes():
+	default:
+	}
+}
+
+// TestApplyDoesNotWait: Apply of a canary whose version is not ready
+// returns at once and leaves the split; the version is reported starting
+// (KServe's Ready=False while its pods start is not a failure) and the
+// model waiting for it; once KServe reports it Ready, the convergence loop
+// moves traffic without another Apply and signals the change.
+func TestApplyDoesNotWait(t *testing.T) {
+	e := newKubeEnv(t)
+	k := e.target(t)
+	v0, v1 := testVersion("iris", 0), testVersion("iris", 1)
+	applyOK(t, k, serving.Deployment{Model: "iris", Versions: []serving.Version{v0}, Traffic: map[string]int{v0.ID: 100}})
+	waitVersions(t, k, "iris", v0.ID)
+
+	e.fake.setHeld(v1.ID, true)
+	canary := serving.Deployment{Model: "iris", Versions: []serving.Version{v0, v1}, Traffic: map[string]int{v0.ID: 90, v1.ID: 10}}
+	start := time.Now()
+	applyOK(t, k, canary)
+	if took := time.Since(start); took > time.Second {
+		t.Errorf("Apply took %s; it must not wait for readiness", took.Round(time.Millisecond))
+	}
+	if w := weightsOf(getVS(t, e, "iris")); !maps.Equal(w, map[string]int32{v0.ID: 100}) {
+		t.Fatalf("weights right after Apply: %v, want %s at 100", w, v0.ID)
+	}
+	waitFor(t, v1.ID+" reported starting", func() (bool, string) {
+		ms := statusOf(t, k, "iris")
+		v, _ := ms.Version(v1.ID)
+		rc, _ := serving.Find(v.Conditions, serving.Ready)
+		pc, _ := serving.Find(ms.Conditions, serving.Progressing)
+		ok := rc.Message == "Deployment does not have minimum availability." && v.State == serving.StateStarting &&
+			serving.IsTrue(v.Conditions, serving.Progressing) && !v.Failed() && pc.Reason == serving.ReasonWaitingForReady
+		return ok, fmt.Sprintf("version %+v, model %+v", v, ms.Conditions)
+	})
+	ms := statusOf(t, k, "iris")
+	if v, _ := ms.Version(v0.ID); v.Weight != 100 || serving.IsTrue(ms.Conditions, serving.Ready) {
+		t.Errorf("while %s starts: %s has weight %d, model %+v; want 100 and not Ready", v1.ID, v0.ID, v.Weight, ms.Conditions)
+	}
+	if w := weightsOf(getVS(t, e, "iris")); !maps.Equal(w, map[string]int32{v0.ID: 100}) {
+		t.Fatalf("traffic moved to a version that is not ready: %v", w)
+	}
+
+	drain(k)
+	e.fake.setHeld(v1.ID, false)
+	waitWeights(t, e, "iris", map[string]int32{v0.ID: 90, v1.ID: 10})
+	select {
+	case <-k.Changes():
+	default:
+		t.Error("the loop moved traffic without signalling a change")
+	}
+	waitFor(t, "the model Ready", func() (bool, string) {
+		ms := statusOf(t, k, "iris")
+		return serving.IsTrue(ms.Conditions, serving.Ready), fmt.Sprintf("%+v", ms.Conditions)
+	})
+}
+
+// TestMirrors: two mirrors (a shadow rollout's candidate and a pull
+// request's preview) are rendered as Istio's mirrors list and read back
+// by Status, also by a restarted target; a mirror is added once its
+// version is ready, by the loop.
+func TestMirrors(t *testing.T) {
+	e := newKubeEnv(t)
+	k := e.target(t)
+	v0, cand, preview := testVersion("iris", 0), testVersion("iris", 1), testVersion("iris", 2)
+	applyOK(t, k, serving.Deployment{Model: "iris", Versions: []serving.Version{v0}, Traffic: map[string]int{v0.ID: 100}})
+	waitVersions(t, k, "iris", v0.ID)
+
+	e.fake.setHeld(preview.ID, true)
+	d := serving.Deployment{
+		Model: "iris", Versions: []serving.Version{v0, cand, preview}, Traffic: map[string]int{v0.ID: 100, preview.ID: 0},
+		Mirrors: []serving.Mirror{{Version: cand.ID, Percent: 20}, {Version: preview.ID, Percent: 10}},
+	}
+	applyOK(t, k, d)
+	mirrorsOf := func(ms serving.ModelStatus) string { return fmt.Sprint(ms.Mirrors) }
+	waitFor(t, "the candidate mirrored", func() (bool, string) {
+		ms := statusOf(t, k, "iris")
+		return slices.Equal(ms.Mirrors, d.Mirrors[:1]), mirrorsOf(ms)
+	})
+	if ms := statusOf(t, k, "iris"); len(ms.Mirrors) != 1 {
+		t.Errorf("mirrors %v while the preview is not ready, want only the candidate", ms.Mirrors)
+	}
+
+	e.fake.setHeld(preview.ID, false)
+	waitFor(t, "both mirrored", func() (bool, string) {
+		ms := statusOf(t, k, "iris")
+		return slices.Equal(ms.Mirrors, d.Mirrors), mirrorsOf(ms)
+	})
+	r := getVS(t, e, "iris").Spec.Http[0]
+	if len(r.Mirrors) != 2 || r.Mirrors[0].Destination.GetHost() != PredictorHost(cand.ID, e.ns) || r.Mirrors[0].Percentage.GetValue() != 20 ||
+		r.Mirrors[1].Destination.GetHost() != PredictorHost(preview.ID, e.ns) || r.Mirrors[1].Percentage.GetValue() != 10 || r.Mirror != nil {
+		t.Errorf("VirtualService route %v, want mirrors %v", r, d.Mirrors)
+	}
+	for _, tg := range []*Kube{k, e.target(t)} { // this target, and a restarted one that only reads the cluster
+		ms := statusOf(t, tg, "iris")
+		if !slices.Equal(ms.Mirrors, d.Mirrors) || ms.Mirror == nil || *ms.Mirror != d.Mirrors[0] {
+			t.Errorf("status mirrors %v, mirror %v; want %v", ms.Mirrors, ms.Mirror, d.Mirrors)
+		}
+		if v, _ := ms.Version(preview.ID); v.Weight != 0 || !v.Ready() {
+			t.Errorf("preview %+v, want ready without traffic", v)
+		}
+	}
+
+	// Dropping the preview removes its mirror and its InferenceService.
+	d = serving.Deployment{Model: "iris", Versions: []serving.Version{v0, cand}, Traffic: map[string]int{v0.ID: 100}, Mirrors: d.Mirrors[:1]}
+	applyOK(t, k, d)
+	if ms := statusOf(t, k, "iris"); !slices.Equal(ms.Mirrors, d.Mirrors) || len(ms.Versions) != 2 {
+		t.Errorf("after dropping the preview: mirrors %v, versions %+v", ms.Mirrors, ms.Versions)
+	}
+}

@@ -1,6 +1,7 @@
 package kube
 
 import (
+	"context"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
@@ -50,6 +51,18 @@ func TestStateStore(t *testing.T) {
 	}
 	if got, _ := s.Load(t.Context()); string(got) != string(next) {
 		t.Errorf("load = %q, want %q", got, next)
+	}
+	// The caller's context bounds both: a cancelled one fails them.
+	cancelled, cancel := context.WithCancel(t.Context())
+	cancel()
+	if _, err := s.Load(cancelled); err == nil {
+		t.Error("Load with a cancelled context succeeded")
+	}
+	if err := s.Save(cancelled, []byte(`{"sha":"89abcde"}`)); err == nil {
+		t.Error("Save with a cancelled context succeeded")
+	}
+	if got, _ := restarted.Load(t.Context()); string(got) != string(next) {
+		t.Errorf("after a cancelled Save: %q, want %q", got, next)
 	}
 	if _, err := NewStateStore(e.env.Client, e.ns, "Bad_Repo"); err == nil {
 		t.Error("accepted a repository name that cannot name a ConfigMap")
