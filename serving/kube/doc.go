@@ -74,7 +74,7 @@
 // grows the model's inventory (the ConfigMap merlin-inventory-<model>),
 // server-side applies the InferenceServices of every listed version with
 // fluxcd/pkg/ssa (field manager "merlin", forced ownership, so hand edits
-// of fields merlin sets — the weights — are reverted on the next Apply),
+// of fields merlin sets are reverted),
 // then routes: serving.Route decides the split from the one the
 // VirtualService routes now and the versions whose InferenceService
 // KServe reports Ready, so traffic never moves to a version that is not
@@ -87,11 +87,12 @@
 //
 // Readiness arrives later, so New starts a convergence loop (stopped by
 // Close): every PollInterval (default 2s) it reads the InferenceServices
-// of each model applied by this process, routes again and applies the
-// VirtualService when the routing changed (a version became ready), then
-// prunes what is no longer kept. It signals Changes (serving.Notifier)
-// when a version's state changed or traffic moved, so the reconciler acts
-// at once. It applies only changes: a hand edit stays until the next Apply.
+// of each model applied by this process and what its VirtualService
+// routes, routes again and applies the VirtualService when that differs
+// (a version became ready; the VirtualService was edited or deleted by
+// hand), then prunes what is no longer kept. It signals Changes
+// (serving.Notifier) when a version's state changed or traffic moved, so
+// the reconciler acts at once.
 //
 // Status maps KServe's status to version states and conditions (see
 // readiness): Ready=True is ready; Ready=False is still starting (KServe

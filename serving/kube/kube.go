@@ -60,9 +60,9 @@ const convergeTimeout = 30 * time.Second
 // It converges like a controller: Apply records a model's desired
 // deployment, applies its InferenceServices and routes what serving.Route
 // allows now, then returns. A loop started by New re-reads the
-// InferenceServices of every recorded model each PollInterval and routes
-// again when a version's readiness changed, so traffic moves as soon as
-// KServe reports a version Ready. Close stops the loop.
+// InferenceServices and the VirtualService of every recorded model each
+// PollInterval and routes again when the routing changed, so traffic
+// moves as soon as KServe reports a version Ready. Close stops the loop.
 type Kube struct {
 	c    client.Client
 	rm   *ssa.ResourceManager
@@ -78,9 +78,6 @@ type Kube struct {
 	locks map[string]*sync.Mutex
 	// deployments are the desired state applied by this process, by model.
 	deployments map[string]serving.Deployment
-	// routed is what this process last applied to each model's
-	// VirtualService; the loop applies again only when it changes.
-	routed map[string]route
 	// seen is the loop's last reading of each model's versions, to notice
 	// a change and signal it.
 	seen map[string]map[string]versionState
@@ -133,7 +130,7 @@ func NewWithClient(c client.Client, opts Options) (*Kube, error) {
 	k := &Kube{
 		c: c, rm: ssa.NewResourceManager(c, nil, ssa.Owner{Field: FieldManager, Group: "merlin.dev"}),
 		cfg: cfg, opts: opts, log: opts.Logger, ctx: ctx, cancel: cancel,
-		locks: map[string]*sync.Mutex{}, deployments: map[string]serving.Deployment{}, routed: map[string]route{},
+		locks: map[string]*sync.Mutex{}, deployments: map[string]serving.Deployment{},
 		seen: map[string]map[string]versionState{}, conds: map[string][]serving.Condition{}, vconds: map[string][]serving.Condition{},
 		changes: make(chan struct{}, 1),
 	}
@@ -232,12 +229,11 @@ func cloneDeployment(d serving.Deployment) serving.Deployment {
 }
 
 // converge routes deployment d as far as its versions' readiness allows:
-// it reads the model's InferenceServices and the split its VirtualService
-// routes now, lets plan (serving.Route) decide, applies the
-// VirtualService, and prunes the InferenceServices the model no longer
-// keeps. With force (Apply) the VirtualService is applied even when what
-// it routes did not change, which reverts hand edits; the loop applies it
-// only when the routing changed. The caller holds the model's lock.
+// it reads the model's InferenceServices and what its VirtualService
+// routes now, lets plan (serving.Route) decide, applies the VirtualService
+// when that differs from what it routes (or always, with force: Apply
+// re-asserts every field merlin sets), and prunes the InferenceServices
+// the model no longer keeps. The caller holds the model's lock.
 func (k *Kube) converge(ctx context.Context, d serving.Deployment, force bool) error {
 	isvcs, err := k.listVersions(ctx, d.Model)
 	if err != nil {
@@ -253,16 +249,9 @@ func (k *Kube) converge(ctx context.Context, d serving.Deployment, force bool) e
 	}
 	r, next := plan(d, current, func(id string) bool { return states[id].servable() })
 
-	k.mu.Lock()
-	last, known := k.routed[d.Model]
-	stateChanged := !maps.Equal(k.seen[d.Model], states)
-	k.seen[d.Model] = states
-	k.mu.Unlock()
-	if stateChanged {
-		k.notify()
-	}
+	k.noteStates(d.Model, states)
 
-	if force || !known || !next.equal(last) {
+	if moved := !next.equal(current); force || moved {
 		rd := d
 		rd.Traffic, rd.Mirrors = next.Traffic, next.Mirrors
 		u, err := ToUnstructured(VirtualService(rd, k.cfg))
@@ -272,10 +261,7 @@ func (k *Kube) converge(ctx context.Context, d serving.Deployment, force bool) e
 		if _, err := k.rm.Apply(ctx, u, ssa.DefaultApplyOptions()); err != nil {
 			return explain(err)
 		}
-		k.mu.Lock()
-		k.routed[d.Model] = next
-		k.mu.Unlock()
-		if known && !next.equal(last) {
+		if moved {
 			k.log.Info("routing", "model", d.Model, "traffic", next.Traffic, "mirrors", next.Mirrors, "waiting", r.Waiting)
 			k.notify()
 		}
@@ -294,6 +280,23 @@ func (k *Kube) converge(ctx context.Context, d serving.Deployment, force bool) e
 	}
 	kept := slices.DeleteFunc(slices.Clone(inv), func(name string) bool { return !slices.Contains(r.Keep, name) })
 	return k.writeInventory(ctx, d.Model, kept)
+}
+
+// noteStates records the states of model's versions and signals Changes
+// when one changed since the last reading.
+func (k *Kube) noteStates(model string, states map[string]versionState) {
+	seen := make(map[string]versionState, len(states))
+	for id, st := range states {
+		st.Since = time.Time{} // when is not what changed
+		seen[id] = st
+	}
+	k.mu.Lock()
+	changed := !maps.Equal(k.seen[model], seen)
+	k.seen[model] = seen
+	k.mu.Unlock()
+	if changed {
+		k.notify()
+	}
 }
 
 // listVersions reads the InferenceServices merlin labelled as model's.
@@ -391,7 +394,6 @@ func (k *Kube) Delete(ctx context.Context, model string) error {
 	defer k.lockModel(model)()
 	k.mu.Lock()
 	delete(k.deployments, model)
-	delete(k.routed, model)
 	delete(k.seen, model)
 	delete(k.conds, model)
 	k.mu.Unlock()

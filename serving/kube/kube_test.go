@@ -202,31 +202,42 @@ func TestLifecycle(t *testing.T) {
 }
 
 // TestDriftReverted edits the weights by hand (another field manager, a
-// plain update like kubectl edit); the next Apply restores them.
+// plain update like kubectl edit): the convergence loop restores them
+// without an Apply, and so does Apply.
 func TestDriftReverted(t *testing.T) {
 	e := newKubeEnv(t)
 	k := e.target(t)
 	v0, v1 := testVersion("iris", 0), testVersion("iris", 1)
 	d := serving.Deployment{Model: "iris", Versions: []serving.Version{v0, v1}, Traffic: map[string]int{v0.ID: 90, v1.ID: 10}}
 	applyOK(t, k, d)
-	// Apply restores a split only towards versions that are ready.
+	// The split is restored only towards versions that are ready.
 	waitVersions(t, k, "iris", v0.ID, v1.ID)
-	vs := getVS(t, e, "iris")
-	vs.Spec.Http[0].Route[0].Weight, vs.Spec.Http[0].Route[1].Weight = 10, 90
-	if err := e.env.Client.Update(t.Context(), vs, client.FieldOwner("kubectl-edit")); err != nil {
-		t.Fatal(err)
+	edit := func() {
+		t.Helper()
+		vs := getVS(t, e, "iris")
+		vs.Spec.Http[0].Route[0].Weight, vs.Spec.Http[0].Route[1].Weight = 10, 90
+		if err := e.env.Client.Update(t.Context(), vs, client.FieldOwner("kubectl-edit")); err != nil {
+			t.Fatal(err)
+		}
+		if w := weightsOf(vs); w[v0.ID] != 10 || w[v1.ID] != 90 {
+			t.Fatalf("hand edit did not land: %v", w)
+		}
 	}
-	// The convergence loop does not revert it: what it would route did
-	// not change. (The edit would also survive a loop tick that had run
-	// before this check: the loop applies only changes.)
-	if w := weightsOf(getVS(t, e, "iris")); w[v0.ID] != 10 {
-		t.Fatalf("hand edit did not land: %v", w)
-	}
-	applyOK(t, k, d)
+	edit()
+	waitWeights(t, e, "iris", map[string]int32{v0.ID: 90, v1.ID: 10})
+
+	// Apply alone restores them too: a target whose loop does not tick
+	// during the test (k's is stopped).
+	k.Close()
+	opts := e.opts()
+	opts.PollInterval = time.Hour
+	still := newTarget(t, e.env.Config, opts)
+	edit()
+	applyOK(t, still, d)
 	if w := weightsOf(getVS(t, e, "iris")); w[v0.ID] != 90 || w[v1.ID] != 10 {
 		t.Errorf("weights after Apply: %v, want 90/10 restored", w)
 	}
-	st, err := k.Status(t.Context())
+	st, err := still.Status(t.Context())
 	if err != nil {
 		t.Fatal(err)
 	}
