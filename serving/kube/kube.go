@@ -74,8 +74,11 @@ type Kube struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	mu    sync.Mutex // guards the fields below; never held while waiting for a model's lock
-	locks map[string]*sync.Mutex
+	mu sync.Mutex // guards the fields below; never held while waiting for a model's lock
+	// locks serialise the work on one model (Apply, Delete, the loop): a
+	// channel with room for one holder, so that waiting for it respects
+	// the caller's context.
+	locks map[string]chan struct{}
 	// deployments are the desired state applied by this process, by model.
 	deployments map[string]serving.Deployment
 	// seen is the loop's last reading of each model's versions, to notice
@@ -130,7 +133,7 @@ func NewWithClient(c client.Client, opts Options) (*Kube, error) {
 	k := &Kube{
 		c: c, rm: ssa.NewResourceManager(c, nil, ssa.Owner{Field: FieldManager, Group: "merlin.dev"}),
 		cfg: cfg, opts: opts, log: opts.Logger, ctx: ctx, cancel: cancel,
-		locks: map[string]*sync.Mutex{}, deployments: map[string]serving.Deployment{},
+		locks: map[string]chan struct{}{}, deployments: map[string]serving.Deployment{},
 		seen: map[string]map[string]versionState{}, conds: map[string][]serving.Condition{}, vconds: map[string][]serving.Condition{},
 		changes: make(chan struct{}, 1),
 	}
@@ -158,16 +161,22 @@ func (k *Kube) notify() {
 	}
 }
 
-func (k *Kube) lockModel(model string) func() {
+// lockModel waits for model's lock, or for ctx to end; the returned
+// function releases it.
+func (k *Kube) lockModel(ctx context.Context, model string) (func(), error) {
 	k.mu.Lock()
-	m := k.locks[model]
-	if m == nil {
-		m = &sync.Mutex{}
-		k.locks[model] = m
+	l := k.locks[model]
+	if l == nil {
+		l = make(chan struct{}, 1)
+		k.locks[model] = l
 	}
 	k.mu.Unlock()
-	m.Lock()
-	return m.Unlock
+	select {
+	case l <- struct{}{}:
+		return func() { <-l }, nil
+	case <-ctx.Done():
+		return nil, fmt.Errorf("%s is busy: %w", model, context.Cause(ctx))
+	}
 }
 
 // Apply implements serving.Target: it grows the model's inventory,
@@ -183,7 +192,11 @@ func (k *Kube) Apply(ctx context.Context, d serving.Deployment) error {
 	if k.ctx.Err() != nil {
 		return errors.New("kubernetes target: closed")
 	}
-	defer k.lockModel(d.Model)()
+	unlock, err := k.lockModel(ctx, d.Model)
+	if err != nil {
+		return fmt.Errorf("apply %s: %w", d.Model, err)
+	}
+	defer unlock()
 	isvcs := make([]*unstructured.Unstructured, 0, len(objs.InferenceServices))
 	listed := make([]string, 0, len(objs.InferenceServices))
 	for _, o := range objs.InferenceServices {
@@ -355,7 +368,11 @@ func (k *Kube) loop() {
 // convergeModel converges one recorded model, unless it was deleted
 // meanwhile.
 func (k *Kube) convergeModel(model string) error {
-	defer k.lockModel(model)()
+	unlock, err := k.lockModel(k.ctx, model)
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	k.mu.Lock()
 	d, ok := k.deployments[model]
 	k.mu.Unlock()
@@ -391,7 +408,11 @@ func (k *Kube) prune(ctx context.Context, model string, inventory, keep []string
 // then deletes the VirtualService first (no more requests reach the
 // versions), then the InferenceServices, then the inventory.
 func (k *Kube) Delete(ctx context.Context, model string) error {
-	defer k.lockModel(model)()
+	unlock, err := k.lockModel(ctx, model)
+	if err != nil {
+		return fmt.Errorf("delete %s: %w", model, err)
+	}
+	defer unlock()
 	k.mu.Lock()
 	delete(k.deployments, model)
 	delete(k.seen, model)
