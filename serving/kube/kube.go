@@ -280,18 +280,21 @@ func (k *Kube) converge(ctx context.Context, d serving.Deployment, force bool) e
 		}
 	}
 
-	stale := slices.ContainsFunc(isvcs, func(i *kservev1beta1.InferenceService) bool { return !slices.Contains(r.Keep, i.Name) })
-	if !stale {
+	dropped := func(name string) bool { return !slices.Contains(r.Keep, name) }
+	if !slices.ContainsFunc(isvcs, func(i *kservev1beta1.InferenceService) bool { return dropped(i.Name) }) {
 		return nil
 	}
 	inv, err := k.readInventory(ctx, d.Model)
 	if err != nil {
 		return err
 	}
+	if !slices.ContainsFunc(inv, dropped) {
+		return nil // what is left is someone else's
+	}
 	if err := k.prune(ctx, d.Model, inv, r.Keep); err != nil {
 		return err
 	}
-	kept := slices.DeleteFunc(slices.Clone(inv), func(name string) bool { return !slices.Contains(r.Keep, name) })
+	kept := slices.DeleteFunc(slices.Clone(inv), dropped)
 	return k.writeInventory(ctx, d.Model, kept)
 }
 
