@@ -365,6 +365,7 @@ func targetAsServiceAccount(t *testing.T, env *kubetest.Env) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer kt.Close()
 	markReady := func() {
 		var list kservev1beta1.InferenceServiceList
 		if err := env.Client.List(ctx, &list, client.InNamespace("models")); err != nil {
@@ -380,35 +381,30 @@ func targetAsServiceAccount(t *testing.T, env *kubetest.Env) {
 			_ = env.Client.Status().Update(ctx, isvc)
 		}
 	}
+	// Apply does not wait for readiness: KServe's part (marking the
+	// version Ready) is played here, then the target's loop routes the
+	// version and prunes the previous one, all as the ServiceAccount.
 	apply := func(digest string) {
 		t.Helper()
 		v := serving.Version{ID: serving.VersionID("rbac", digest), Model: "rbac", Digest: digest, Type: manifest.TypeSKLearn,
 			Protocol: manifest.ProtocolV1, StorageURI: "gs://bucket/rbac", Replicas: manifest.Replicas{Min: 1, Max: 1}}
-		done := make(chan error, 1)
-		go func() {
-			done <- kt.Apply(ctx, serving.Deployment{Model: "rbac", Versions: []serving.Version{v}, Traffic: map[string]int{v.ID: 100}})
-		}()
+		if err := kt.Apply(ctx, serving.Deployment{Model: "rbac", Versions: []serving.Version{v}, Traffic: map[string]int{v.ID: 100}}); err != nil {
+			t.Fatalf("kubernetes target as the ServiceAccount: %v", err)
+		}
 		for {
-			select {
-			case err := <-done:
-				if err != nil {
-					t.Fatalf("kubernetes target as the ServiceAccount: %v", err)
-				}
+			markReady()
+			st, err := kt.Status(ctx)
+			if err == nil && len(st) == 1 && len(st[0].Versions) == 1 && st[0].Versions[0].Version == v.ID && st[0].Versions[0].Weight == 100 {
 				return
-			case <-time.After(50 * time.Millisecond):
-				markReady()
 			}
+			if ctx.Err() != nil {
+				t.Fatalf("status as the ServiceAccount = %+v, %v; want %s alone with all traffic", st, err, v.ID)
+			}
+			time.Sleep(50 * time.Millisecond)
 		}
 	}
 	apply("aaaaaaaa11")
 	apply("bbbbbbbb22")
-	st, err := kt.Status(ctx)
-	if err != nil {
-		t.Fatalf("status as the ServiceAccount: %v", err)
-	}
-	if len(st) != 1 || len(st[0].Versions) != 1 || st[0].Versions[0].Version != "rbac-bbbbbbbb" {
-		t.Errorf("status as the ServiceAccount = %+v, want rbac-bbbbbbbb alone", st)
-	}
 	if err := kt.Delete(ctx, "rbac"); err != nil {
 		t.Fatalf("delete as the ServiceAccount: %v", err)
 	}

@@ -70,6 +70,9 @@ func TestDirectHasNoAnalysis(t *testing.T) {
 	if len(m.Errors) > 0 || m.Spec.Rollout.Analysis != nil || m.Spec.Rollout.Steps != nil {
 		t.Fatalf("direct rollout got analysis or steps: %+v %v", m.Spec.Rollout, m.Errors)
 	}
+	if err := m.CheckComparison("kubernetes", false); err != nil {
+		t.Errorf("direct rollout on a target that does not compare: %v", err)
+	}
 }
 
 func TestExamplesAreValid(t *testing.T) {

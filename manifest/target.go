@@ -6,7 +6,7 @@ package manifest
 // exists on clusters). Without it such a rollout would hold forever,
 // waiting for an agreement figure that never comes.
 func (m *Model) CheckComparison(target string, compares bool) *Error {
-	if compares || m.Spec.Rollout.Analysis.MinAgreement == 0 {
+	if a := m.Spec.Rollout.Analysis; compares || a == nil || a.MinAgreement == 0 { // a direct rollout has no analysis
 		return nil
 	}
 	return m.Errorf("spec.rollout.analysis.minAgreement",

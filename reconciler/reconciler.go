@@ -185,7 +185,9 @@ func (r *Reconciler) Run(ctx context.Context, events <-chan gitsource.Event) err
 		case p := <-r.previews:
 			p.reply <- r.preview(ctx, p)
 		}
-		r.save(ctx)
+		// What this iteration did is saved even when ctx ended meanwhile
+		// (a shutdown right after a command): the store bounds the write.
+		r.save(context.WithoutCancel(ctx))
 		r.publish()
 	}
 }

@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"k8s.io/client-go/rest"
+
 	"merlin.dev/merlin/internal/kubetest"
 	"merlin.dev/merlin/manifest"
 	"merlin.dev/merlin/serving"
@@ -32,18 +34,45 @@ func newKubeEnv(t *testing.T) *kubeEnv {
 func (e *kubeEnv) opts() Options {
 	return Options{
 		Namespace: e.ns, Gateway: "istio-system/ingressgateway", Host: "models.example.com",
-		ReadyTimeout: 3 * time.Second, PollInterval: 50 * time.Millisecond,
-		Logger: slog.New(slog.DiscardHandler),
+		PollInterval: 50 * time.Millisecond,
+		Logger:       slog.New(slog.DiscardHandler),
 	}
 }
 
+// target returns a kubernetes target on the test's namespace, closed when
+// the test ends.
 func (e *kubeEnv) target(t *testing.T) *Kube {
 	t.Helper()
-	k, err := New(e.env.Config, e.opts())
+	return newTarget(t, e.env.Config, e.opts())
+}
+
+func newTarget(t *testing.T, cfg *rest.Config, opts Options) *Kube {
+	t.Helper()
+	k, err := New(cfg, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { _ = k.Close() })
 	return k
+}
+
+// waitFor polls cond until it holds. It does not time the target: it
+// gives up only shortly before the test binary's own deadline (-timeout),
+// to report what it saw last instead of a goroutine dump.
+func waitFor(t *testing.T, what string, cond func() (bool, string)) {
+	t.Helper()
+	limit, bounded := t.Deadline()
+	limit = limit.Add(-15 * time.Second)
+	for {
+		ok, last := cond()
+		if ok {
+			return
+		}
+		if (bounded && time.Now().After(limit)) || t.Context().Err() != nil {
+			t.Fatalf("waiting for %s: %s", what, last)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // testVersion is version n of model, with a storage URI like an MLflow

@@ -2,7 +2,7 @@
 // as a KServe InferenceService (serving.kserve.io/v1beta1) named after the
 // version, <model>-<digest8>, and routes the model's requests with one
 // Istio VirtualService (networking.istio.io/v1) named after the model,
-// split by weight across the versions, with a mirror for a shadow.
+// split by weight across the versions, with one mirror per shadow.
 //
 // # Use
 //
@@ -11,13 +11,16 @@
 //		Gateway:   "istio-system/ingressgateway", // "" = mesh only
 //		Host:      "models.example.com",
 //		Registry:  "registry.example.com/models", // modelcar images of source.path models
-//		ReadyTimeout: 5 * time.Minute,
 //	})
+//	defer t.Close() // stops the convergence loop
 //
-// The target keeps no state in the process: Status reads the cluster, so a
-// restarted daemon sees what its predecessor deployed. NewStateStore keeps
-// the reconciler's rollout state in a ConfigMap (merlin-state-<repo>) for
-// the same reason.
+// The cluster is the source of truth: Status reads it, so a restarted
+// daemon sees what its predecessor deployed, weights and mirrors included.
+// The process keeps only the desired deployments it applied, for its
+// convergence loop and for the model conditions (a restarted target
+// judges a model by what its VirtualService routes until the reconciler
+// applies it again). NewStateStore keeps the reconciler's rollout state in
+// a ConfigMap (merlin-state-<repo>) for the same reason.
 //
 // # Rendering
 //
@@ -58,21 +61,46 @@
 // would also catch a model whose name starts with <model>. Every
 // destination sets the X-Merlin-Version response header, as the local
 // router does. Deployment.Compare has no Istio equivalent (it needs both
-// responses) and is ignored here; shadows use Istio's mirror.
+// responses) and is ignored here. Each of Deployment.Mirrors (a shadow
+// rollout's candidate, pull-request previews) is one entry of the route's
+// mirrors list (Istio ≥ 1.22) with its own percentage; Istio discards the
+// mirrored responses and does not compare them, so the target is not a
+// serving.Comparer.
 //
 // # Applying
 //
-// Apply uses fluxcd/pkg/ssa (server-side apply, field manager "merlin",
-// forced ownership, so hand edits of fields merlin sets — the weights — are
-// reverted on the next Apply) in stages: the InferenceServices; then, once
-// every listed version's InferenceService reports Ready=True for its
-// current generation, the VirtualService; then pruning. If a version is
-// not Ready within ReadyTimeout, Apply returns an error wrapping
-// serving.ErrNotReady and the VirtualService, hence the traffic split, is
-// left as it was. Pruning deletes the model's InferenceServices that are no
-// longer listed, but only those in the model's inventory (the ConfigMap
-// merlin-inventory-<model>, grown before anything is created) that also
-// carry merlin's labels. API errors name the object (Kind/namespace/name)
-// and, for invalid objects, the field, as the API server reports them;
-// RBAC denials say so.
+// The target follows the serving contract: Apply is level-triggered and
+// never waits for readiness. It renders and validates the deployment,
+// grows the model's inventory (the ConfigMap merlin-inventory-<model>),
+// server-side applies the InferenceServices of every listed version with
+// fluxcd/pkg/ssa (field manager "merlin", forced ownership, so hand edits
+// of fields merlin sets are reverted),
+// then routes: serving.Route decides the split from the one the
+// VirtualService routes now and the versions whose InferenceService
+// KServe reports Ready, so traffic never moves to a version that is not
+// ready, and the VirtualService is applied with that split. A mirror is
+// added once its version is ready (before, its predictor may not have a
+// Service yet) and then stays while the deployment lists it. Finally
+// Apply prunes the model's InferenceServices that the routing no longer
+// keeps (neither listed nor still routed), but only those in the
+// inventory that also carry merlin's labels, and returns.
+//
+// Readiness arrives later, so New starts a convergence loop (stopped by
+// Close): every PollInterval (default 2s) it reads the InferenceServices
+// of each model applied by this process and what its VirtualService
+// routes, routes again and applies the VirtualService when that differs
+// (a version became ready; the VirtualService was edited or deleted by
+// hand), then prunes what is no longer kept. It signals Changes
+// (serving.Notifier) when a version's state changed or traffic moved, so
+// the reconciler acts at once.
+//
+// Status maps KServe's status to version states and conditions (see
+// readiness): Ready=True is ready; Ready=False is still starting (KServe
+// reports it while pods are scheduled, pulled and loaded) unless KServe
+// says the workload gave up (a failed Knative revision, a Deployment past
+// its progress deadline, a model that failed to load, an invalid spec or
+// no runtime), which is failed: Degraded and no longer Progressing, so the
+// reconciler rolls the version back. API errors name the object
+// (Kind/namespace/name) and, for invalid objects, the field, as the API
+// server reports them; RBAC denials say so.
 package kube

@@ -4,10 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"maps"
 	"slices"
-	"sort"
-	"strings"
 	"sync"
 	"time"
 
@@ -17,6 +17,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
@@ -39,11 +40,9 @@ type Options struct {
 	Host      string
 	Registry  string
 	Runtimes  map[manifest.ModelType]string
-	// ReadyTimeout bounds how long Apply waits for the versions'
-	// InferenceServices to become Ready before it gives up without moving
-	// traffic. Default 5m.
-	ReadyTimeout time.Duration
-	// PollInterval is how often Apply checks readiness. Default 2s.
+	// PollInterval is how often the convergence loop reads the
+	// InferenceServices of the models applied by this process, to move
+	// traffic once their versions are ready. Default 2s.
 	PollInterval time.Duration
 	Logger       *slog.Logger
 }
@@ -52,7 +51,18 @@ func (o *Options) config() Config {
 	return Config{Namespace: o.Namespace, Gateway: o.Gateway, Host: o.Host, Registry: o.Registry, Runtimes: o.Runtimes}
 }
 
+// convergeTimeout bounds the convergence loop's work on one model, so that
+// an API server that stops answering cannot stall the loop for the others.
+const convergeTimeout = 30 * time.Second
+
 // Kube serves models with KServe and routes them with Istio.
+//
+// It converges like a controller: Apply records a model's desired
+// deployment, applies its InferenceServices and routes what serving.Route
+// allows now, then returns. A loop started by New re-reads the
+// InferenceServices and the VirtualService of every recorded model each
+// PollInterval and routes again when the routing changed, so traffic
+// moves as soon as KServe reports a version Ready. Close stops the loop.
 type Kube struct {
 	c    client.Client
 	rm   *ssa.ResourceManager
@@ -60,11 +70,32 @@ type Kube struct {
 	opts Options
 	log  *slog.Logger
 
-	mu    sync.Mutex
-	locks map[string]*sync.Mutex
+	ctx    context.Context // cancelled by Close
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu sync.Mutex // guards the fields below; never held while waiting for a model's lock
+	// locks serialise the work on one model (Apply, Delete, the loop): a
+	// channel with room for one holder, so that waiting for it respects
+	// the caller's context.
+	locks map[string]chan struct{}
+	// deployments are the desired state applied by this process, by model.
+	deployments map[string]serving.Deployment
+	// seen is the loop's last reading of each model's versions, to notice
+	// a change and signal it.
+	seen map[string]map[string]versionState
+	// conds and vconds are the last conditions reported by Status, by
+	// model and by version, kept so that transition times stay put.
+	conds   map[string][]serving.Condition
+	vconds  map[string][]serving.Condition
+	changes chan struct{}
 }
 
-var _ serving.Target = (*Kube)(nil)
+var (
+	_ serving.Target   = (*Kube)(nil)
+	_ serving.Notifier = (*Kube)(nil)
+	_ io.Closer        = (*Kube)(nil)
+)
 
 // Scheme knows the types the kubernetes target reads and writes.
 func Scheme() *runtime.Scheme {
@@ -75,7 +106,8 @@ func Scheme() *runtime.Scheme {
 	return s
 }
 
-// New returns the kubernetes target talking to the cluster at cfg.
+// New returns the kubernetes target talking to the cluster at cfg and
+// starts its convergence loop; Close stops it.
 func New(cfg *rest.Config, opts Options) (*Kube, error) {
 	c, err := client.New(cfg, client.Options{Scheme: Scheme()})
 	if err != nil {
@@ -85,55 +117,94 @@ func New(cfg *rest.Config, opts Options) (*Kube, error) {
 }
 
 // NewWithClient returns the kubernetes target using c, whose scheme must
-// include Scheme's types.
+// include Scheme's types, and starts its convergence loop; Close stops it.
 func NewWithClient(c client.Client, opts Options) (*Kube, error) {
 	cfg := opts.config()
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("kubernetes target: %w", err)
 	}
-	if opts.ReadyTimeout == 0 {
-		opts.ReadyTimeout = 5 * time.Minute
-	}
-	if opts.PollInterval == 0 {
+	if opts.PollInterval <= 0 {
 		opts.PollInterval = 2 * time.Second
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	return &Kube{
+	ctx, cancel := context.WithCancel(context.Background())
+	k := &Kube{
 		c: c, rm: ssa.NewResourceManager(c, nil, ssa.Owner{Field: FieldManager, Group: "merlin.dev"}),
-		cfg: cfg, opts: opts, log: opts.Logger, locks: map[string]*sync.Mutex{},
-	}, nil
+		cfg: cfg, opts: opts, log: opts.Logger, ctx: ctx, cancel: cancel,
+		locks: map[string]chan struct{}{}, deployments: map[string]serving.Deployment{},
+		seen: map[string]map[string]versionState{}, conds: map[string][]serving.Condition{}, vconds: map[string][]serving.Condition{},
+		changes: make(chan struct{}, 1),
+	}
+	k.wg.Add(1)
+	go k.loop()
+	return k, nil
 }
 
-func (k *Kube) lockModel(model string) func() {
+// Changes implements serving.Notifier: it signals (coalesced) when a
+// version's state changed or the loop moved traffic.
+func (k *Kube) Changes() <-chan struct{} { return k.changes }
+
+// Close stops the convergence loop and waits for it. What was applied
+// stays in the cluster: the next daemon reads it back through Status.
+func (k *Kube) Close() error {
+	k.cancel()
+	k.wg.Wait()
+	return nil
+}
+
+func (k *Kube) notify() {
+	select {
+	case k.changes <- struct{}{}:
+	default:
+	}
+}
+
+// lockModel waits for model's lock, or for ctx to end; the returned
+// function releases it.
+func (k *Kube) lockModel(ctx context.Context, model string) (func(), error) {
 	k.mu.Lock()
-	m := k.locks[model]
-	if m == nil {
-		m = &sync.Mutex{}
-		k.locks[model] = m
+	l := k.locks[model]
+	if l == nil {
+		l = make(chan struct{}, 1)
+		k.locks[model] = l
 	}
 	k.mu.Unlock()
-	m.Lock()
-	return m.Unlock
+	select {
+	case l <- struct{}{}:
+		return func() { <-l }, nil
+	case <-ctx.Done():
+		return nil, fmt.Errorf("%s is busy: %w", model, context.Cause(ctx))
+	}
 }
 
-// Apply implements serving.Target in stages: the InferenceServices, then,
-// once every listed version is Ready, the VirtualService, then pruning of
-// the model's InferenceServices that are no longer listed.
+// Apply implements serving.Target: it grows the model's inventory,
+// applies the InferenceServices of every listed version, routes what
+// serving.Route allows given which of them KServe reports Ready (see
+// converge), prunes what the model no longer keeps and records d for the
+// convergence loop. It never waits for a version to become ready.
 func (k *Kube) Apply(ctx context.Context, d serving.Deployment) error {
 	objs, err := Render(d, k.cfg)
 	if err != nil {
 		return err
 	}
-	defer k.lockModel(d.Model)()
-	all, err := objs.Unstructured()
-	if err != nil {
-		return err
+	if k.ctx.Err() != nil {
+		return errors.New("kubernetes target: closed")
 	}
-	isvcs, vs := all[:len(all)-1], all[len(all)-1]
-	listed := make([]string, 0, len(isvcs))
+	unlock, err := k.lockModel(ctx, d.Model)
+	if err != nil {
+		return fmt.Errorf("apply %s: %w", d.Model, err)
+	}
+	defer unlock()
+	isvcs := make([]*unstructured.Unstructured, 0, len(objs.InferenceServices))
+	listed := make([]string, 0, len(objs.InferenceServices))
 	for _, o := range objs.InferenceServices {
+		u, err := ToUnstructured(o)
+		if err != nil {
+			return fmt.Errorf("apply %s: %w", d.Model, err)
+		}
+		isvcs = append(isvcs, u)
 		listed = append(listed, o.Name)
 	}
 
@@ -149,82 +220,175 @@ func (k *Kube) Apply(ctx context.Context, d serving.Deployment) error {
 	if _, err := k.rm.ApplyAll(ctx, isvcs, ssa.DefaultApplyOptions()); err != nil {
 		return fmt.Errorf("apply %s: %w", d.Model, explain(err))
 	}
-	if err := k.waitReady(ctx, listed); err != nil {
+	d = cloneDeployment(d)
+	if err := k.converge(ctx, d, true); err != nil {
 		return fmt.Errorf("apply %s: %w", d.Model, err)
 	}
-	if _, err := k.rm.Apply(ctx, vs, ssa.DefaultApplyOptions()); err != nil {
-		return fmt.Errorf("apply %s: %w", d.Model, explain(err))
-	}
-	if err := k.prune(ctx, d.Model, union(inv, listed), listed); err != nil {
-		return err
-	}
-	return k.writeInventory(ctx, d.Model, listed)
+	k.mu.Lock()
+	k.deployments[d.Model] = d
+	k.mu.Unlock()
+	return nil
 }
 
-// waitReady waits until every named InferenceService reports Ready=True
-// for its current generation.
-func (k *Kube) waitReady(ctx context.Context, names []string) error {
-	deadline := time.Now().Add(k.opts.ReadyTimeout)
+func cloneDeployment(d serving.Deployment) serving.Deployment {
+	d.Versions = slices.Clone(d.Versions)
+	d.Traffic = maps.Clone(d.Traffic)
+	d.Mirrors = slices.Clone(d.Mirrors)
+	if d.Compare != nil {
+		c := *d.Compare
+		d.Compare = &c
+	}
+	return d
+}
+
+// converge routes deployment d as far as its versions' readiness allows:
+// it reads the model's InferenceServices and what its VirtualService
+// routes now, lets plan (serving.Route) decide, applies the VirtualService
+// when that differs from what it routes (or always, with force: Apply
+// re-asserts every field merlin sets), and prunes the InferenceServices
+// the model no longer keeps. The caller holds the model's lock.
+func (k *Kube) converge(ctx context.Context, d serving.Deployment, force bool) error {
+	isvcs, err := k.listVersions(ctx, d.Model)
+	if err != nil {
+		return err
+	}
+	states := make(map[string]versionState, len(isvcs))
+	for _, isvc := range isvcs {
+		states[isvc.Name] = readiness(isvc)
+	}
+	current, err := k.readRoute(ctx, d.Model)
+	if err != nil {
+		return err
+	}
+	r, next := plan(d, current, func(id string) bool { return states[id].servable() })
+
+	k.noteStates(d.Model, states)
+
+	if moved := !next.equal(current); force || moved {
+		rd := d
+		rd.Traffic, rd.Mirrors = next.Traffic, next.Mirrors
+		u, err := ToUnstructured(VirtualService(rd, k.cfg))
+		if err != nil {
+			return err
+		}
+		if _, err := k.rm.Apply(ctx, u, ssa.DefaultApplyOptions()); err != nil {
+			return explain(err)
+		}
+		if moved {
+			k.log.Info("routing", "model", d.Model, "traffic", next.Traffic, "mirrors", next.Mirrors, "waiting", r.Waiting)
+			k.notify()
+		}
+	}
+
+	dropped := func(name string) bool { return !slices.Contains(r.Keep, name) }
+	if !slices.ContainsFunc(isvcs, func(i *kservev1beta1.InferenceService) bool { return dropped(i.Name) }) {
+		return nil
+	}
+	inv, err := k.readInventory(ctx, d.Model)
+	if err != nil {
+		return err
+	}
+	if !slices.ContainsFunc(inv, dropped) {
+		return nil // what is left is someone else's
+	}
+	if err := k.prune(ctx, d.Model, inv, r.Keep); err != nil {
+		return err
+	}
+	kept := slices.DeleteFunc(slices.Clone(inv), dropped)
+	return k.writeInventory(ctx, d.Model, kept)
+}
+
+// noteStates records the states of model's versions and signals Changes
+// when one changed since the last reading.
+func (k *Kube) noteStates(model string, states map[string]versionState) {
+	seen := make(map[string]versionState, len(states))
+	for id, st := range states {
+		st.Since = time.Time{} // when is not what changed
+		seen[id] = st
+	}
+	k.mu.Lock()
+	changed := !maps.Equal(k.seen[model], seen)
+	k.seen[model] = seen
+	k.mu.Unlock()
+	if changed {
+		k.notify()
+	}
+}
+
+// listVersions reads the InferenceServices merlin labelled as model's.
+func (k *Kube) listVersions(ctx context.Context, model string) ([]*kservev1beta1.InferenceService, error) {
+	var list kservev1beta1.InferenceServiceList
+	if err := k.c.List(ctx, &list, client.InNamespace(k.cfg.Namespace), client.MatchingLabels{LabelManagedBy: ManagedBy, LabelModel: model}); err != nil {
+		return nil, fmt.Errorf("list InferenceServices of %s: %w", model, explain(err))
+	}
+	out := make([]*kservev1beta1.InferenceService, len(list.Items))
+	for i := range list.Items {
+		out[i] = &list.Items[i]
+	}
+	return out, nil
+}
+
+// readRoute reads what model's VirtualService routes now (nothing when it
+// does not exist yet).
+func (k *Kube) readRoute(ctx context.Context, model string) (route, error) {
+	var vs istionetworkingv1.VirtualService
+	err := k.c.Get(ctx, client.ObjectKey{Namespace: k.cfg.Namespace, Name: model}, &vs)
+	if apierrors.IsNotFound(err) {
+		return route{}, nil
+	}
+	if err != nil {
+		return route{}, fmt.Errorf("read VirtualService %s: %w", model, explain(err))
+	}
+	return routeOf(&vs), nil
+}
+
+// loop converges every model this process applied, each PollInterval,
+// until Close.
+func (k *Kube) loop() {
+	defer k.wg.Done()
 	tick := time.NewTicker(k.opts.PollInterval)
 	defer tick.Stop()
 	for {
-		var pending []string
-		for _, name := range names {
-			var isvc kservev1beta1.InferenceService
-			if err := k.c.Get(ctx, client.ObjectKey{Namespace: k.cfg.Namespace, Name: name}, &isvc); err != nil {
-				return fmt.Errorf("read InferenceService %s: %w", name, err)
-			}
-			if st, msg, _ := readiness(&isvc); st != serving.StateReady {
-				pending = append(pending, fmt.Sprintf("%s (%s)", name, cmpOr(msg, string(st))))
-			}
-		}
-		if len(pending) == 0 {
-			return nil
-		}
-		if !time.Now().Before(deadline) {
-			return fmt.Errorf("%w after %s: %s; traffic was not moved", serving.ErrNotReady, k.opts.ReadyTimeout, strings.Join(pending, ", "))
-		}
 		select {
-		case <-ctx.Done():
-			return fmt.Errorf("%w: %w: waiting for %s", serving.ErrNotReady, ctx.Err(), strings.Join(pending, ", "))
+		case <-k.ctx.Done():
+			return
 		case <-tick.C:
 		}
+		k.mu.Lock()
+		models := slices.Sorted(maps.Keys(k.deployments))
+		k.mu.Unlock()
+		for _, model := range models {
+			if k.ctx.Err() != nil {
+				return
+			}
+			if err := k.convergeModel(model); err != nil {
+				k.log.Warn("cannot converge", "model", model, "err", err)
+			}
+		}
 	}
 }
 
-func cmpOr(a, b string) string {
-	if a != "" {
-		return a
+// convergeModel converges one recorded model, unless it was deleted
+// meanwhile.
+func (k *Kube) convergeModel(model string) error {
+	unlock, err := k.lockModel(k.ctx, model)
+	if err != nil {
+		return err
 	}
-	return b
-}
-
-// readiness maps an InferenceService's Ready condition to a state, with the
-// condition's message and when it last changed. A Ready condition written
-// for an older generation of the spec counts as not known yet.
-func readiness(isvc *kservev1beta1.InferenceService) (serving.State, string, time.Time) {
-	for _, c := range isvc.Status.Conditions {
-		if c.Type != "Ready" {
-			continue
-		}
-		since := c.LastTransitionTime.Inner.Time
-		if og := isvc.Status.ObservedGeneration; og != 0 && og < isvc.Generation {
-			return serving.StateStarting, "waiting for KServe to observe generation " + fmt.Sprint(isvc.Generation), since
-		}
-		switch c.Status {
-		case corev1.ConditionTrue:
-			return serving.StateReady, "", since
-		case corev1.ConditionFalse:
-			return serving.StateFailed, cmpOr(c.Message, c.Reason), since
-		default:
-			return serving.StateStarting, cmpOr(c.Message, c.Reason), since
-		}
+	defer unlock()
+	k.mu.Lock()
+	d, ok := k.deployments[model]
+	k.mu.Unlock()
+	if !ok {
+		return nil
 	}
-	return serving.StateStarting, "", isvc.CreationTimestamp.Time
+	ctx, cancel := context.WithTimeout(k.ctx, convergeTimeout)
+	defer cancel()
+	return k.converge(ctx, d, false)
 }
 
 // prune deletes the model's InferenceServices that merlin applied (they
-// are in the inventory and carry merlin's labels) and are not listed.
+// are in the inventory and carry merlin's labels) and are not kept.
 func (k *Kube) prune(ctx context.Context, model string, inventory, keep []string) error {
 	var list kservev1beta1.InferenceServiceList
 	if err := k.c.List(ctx, &list, client.InNamespace(k.cfg.Namespace), client.MatchingLabels{LabelManagedBy: ManagedBy, LabelModel: model}); err != nil {
@@ -243,11 +407,20 @@ func (k *Kube) prune(ctx context.Context, model string, inventory, keep []string
 	return nil
 }
 
-// Delete implements serving.Target: the VirtualService first (no more
-// requests reach the versions), then the InferenceServices, then the
-// inventory.
+// Delete implements serving.Target: it forgets the model's desired state,
+// then deletes the VirtualService first (no more requests reach the
+// versions), then the InferenceServices, then the inventory.
 func (k *Kube) Delete(ctx context.Context, model string) error {
-	defer k.lockModel(model)()
+	unlock, err := k.lockModel(ctx, model)
+	if err != nil {
+		return fmt.Errorf("delete %s: %w", model, err)
+	}
+	defer unlock()
+	k.mu.Lock()
+	delete(k.deployments, model)
+	delete(k.seen, model)
+	delete(k.conds, model)
+	k.mu.Unlock()
 	vs := &istionetworkingv1.VirtualService{ObjectMeta: metav1.ObjectMeta{Name: model, Namespace: k.cfg.Namespace}}
 	if err := k.c.Get(ctx, client.ObjectKeyFromObject(vs), vs); err == nil && vs.Labels[LabelManagedBy] == ManagedBy {
 		if err := k.c.Delete(ctx, vs); err != nil && !apierrors.IsNotFound(err) {
@@ -268,67 +441,6 @@ func (k *Kube) Delete(ctx context.Context, model string) error {
 		return fmt.Errorf("delete %s: inventory: %w", model, explain(err))
 	}
 	return nil
-}
-
-// Status implements serving.Target from the cluster alone, so a restarted
-// daemon sees what its predecessor deployed.
-func (k *Kube) Status(ctx context.Context) ([]serving.ModelStatus, error) {
-	sel := client.MatchingLabels{LabelManagedBy: ManagedBy}
-	var isvcs kservev1beta1.InferenceServiceList
-	if err := k.c.List(ctx, &isvcs, client.InNamespace(k.cfg.Namespace), sel); err != nil {
-		return nil, fmt.Errorf("status: list InferenceServices: %w", explain(err))
-	}
-	var vss istionetworkingv1.VirtualServiceList
-	if err := k.c.List(ctx, &vss, client.InNamespace(k.cfg.Namespace), sel); err != nil {
-		return nil, fmt.Errorf("status: list VirtualServices: %w", explain(err))
-	}
-	models := map[string]*serving.ModelStatus{}
-	get := func(name string) *serving.ModelStatus {
-		if models[name] == nil {
-			models[name] = &serving.ModelStatus{Model: name}
-		}
-		return models[name]
-	}
-	weights := map[string]int{}
-	for _, vs := range vss.Items {
-		ms := get(vs.Labels[LabelModel])
-		for _, r := range vs.Spec.Http {
-			for _, dst := range r.Route {
-				if dst.Destination != nil {
-					weights[k.versionOf(dst.Destination.Host)] += int(dst.Weight)
-				}
-			}
-			if r.Mirror != nil {
-				pct := 100
-				if r.MirrorPercentage != nil {
-					pct = int(r.MirrorPercentage.Value)
-				}
-				ms.Mirror = &serving.Mirror{Version: k.versionOf(r.Mirror.Host), Percent: pct}
-			}
-		}
-	}
-	for i := range isvcs.Items {
-		isvc := &isvcs.Items[i]
-		ms := get(isvc.Labels[LabelModel])
-		st, msg, since := readiness(isvc)
-		ms.Versions = append(ms.Versions, serving.VersionStatus{
-			Version: isvc.Name, Weight: weights[isvc.Name], State: st,
-			Endpoint: PredictorHost(isvc.Name, k.cfg.Namespace), LastError: msg, Since: since,
-		})
-	}
-	out := make([]serving.ModelStatus, 0, len(models))
-	for _, ms := range models {
-		sort.Slice(ms.Versions, func(i, j int) bool { return ms.Versions[i].Version < ms.Versions[j].Version })
-		out = append(out, *ms)
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Model < out[j].Model })
-	return out, nil
-}
-
-// versionOf reads the version ID back from a predictor host.
-func (k *Kube) versionOf(host string) string {
-	id, _, _ := strings.Cut(host, ".")
-	return strings.TrimSuffix(id, "-predictor")
 }
 
 // explain adds what to do about the API errors a user can fix.

@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -106,6 +108,44 @@ func applyOK(t *testing.T, k *Kube, d serving.Deployment) {
 	}
 }
 
+// statusOf returns model's status as k reports it.
+func statusOf(t *testing.T, k *Kube, model string) serving.ModelStatus {
+	t.Helper()
+	st, err := k.Status(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ms := range st {
+		if ms.Name == model {
+			return ms
+		}
+	}
+	return serving.ModelStatus{Name: model}
+}
+
+// waitWeights waits until model's VirtualService routes want.
+func waitWeights(t *testing.T, e *kubeEnv, model string, want map[string]int32) {
+	t.Helper()
+	waitFor(t, fmt.Sprintf("%s routing %v", model, want), func() (bool, string) {
+		w := weightsOf(getVS(t, e, model))
+		return maps.Equal(w, want), fmt.Sprintf("weights %v", w)
+	})
+}
+
+// waitVersions waits until every named version of model is ready.
+func waitVersions(t *testing.T, k *Kube, model string, ids ...string) {
+	t.Helper()
+	waitFor(t, fmt.Sprintf("%v ready", ids), func() (bool, string) {
+		ms := statusOf(t, k, model)
+		for _, id := range ids {
+			if v, ok := ms.Version(id); !ok || !v.Ready() {
+				return false, fmt.Sprintf("%s: %+v", id, v)
+			}
+		}
+		return true, ""
+	})
+}
+
 // TestLifecycle walks a model through what the reconciler does to it, and
 // checks the objects in the cluster at each step.
 func TestLifecycle(t *testing.T) {
@@ -117,19 +157,19 @@ func TestLifecycle(t *testing.T) {
 	applyOK(t, k, serving.Deployment{Model: "iris", Versions: []serving.Version{v0}, Traffic: map[string]int{v0.ID: 100}})
 	// Canary, then more weight.
 	applyOK(t, k, serving.Deployment{Model: "iris", Versions: []serving.Version{v0, v1}, Traffic: map[string]int{v0.ID: 90, v1.ID: 10}})
-	if w := weightsOf(getVS(t, e, "iris")); w[v0.ID] != 90 || w[v1.ID] != 10 {
-		t.Errorf("weights %v, want 90/10", w)
-	}
+	// Traffic moves once KServe reports v1 Ready, without another Apply.
+	waitWeights(t, e, "iris", map[string]int32{v0.ID: 90, v1.ID: 10})
 	applyOK(t, k, serving.Deployment{Model: "iris", Versions: []serving.Version{v0, v1}, Traffic: map[string]int{v0.ID: 50, v1.ID: 50}})
 	if w := weightsOf(getVS(t, e, "iris")); w[v0.ID] != 50 || w[v1.ID] != 50 {
 		t.Errorf("weights %v, want 50/50", w)
 	}
 	// Promote v1 with v0 as a 20% shadow.
 	applyOK(t, k, serving.Deployment{Model: "iris", Versions: []serving.Version{v0, v1}, Traffic: map[string]int{v1.ID: 100},
-		Mirror: &serving.Mirror{Version: v0.ID, Percent: 20}})
+		Mirrors: []serving.Mirror{{Version: v0.ID, Percent: 20}}})
 	vs := getVS(t, e, "iris")
 	r := vs.Spec.Http[0]
-	if r.Mirror == nil || r.Mirror.Host != PredictorHost(v0.ID, e.ns) || r.MirrorPercentage.GetValue() != 20 || len(r.Route) != 1 {
+	if len(r.Mirrors) != 1 || r.Mirrors[0].Destination.GetHost() != PredictorHost(v0.ID, e.ns) || r.Mirrors[0].Percentage.GetValue() != 20 ||
+		r.Mirror != nil || len(r.Route) != 1 {
 		t.Errorf("route after promotion with shadow: %v", r)
 	}
 	if vs.Labels[LabelVersion] != v1.ID {
@@ -140,8 +180,8 @@ func TestLifecycle(t *testing.T) {
 	if got := strings.Join(isvcNames(t, e), " "); got != v1.ID+" "+w0.ID {
 		t.Errorf("InferenceServices after pruning: %s", got)
 	}
-	if getVS(t, e, "iris").Spec.Http[0].Mirror != nil {
-		t.Error("mirror still set")
+	if r := getVS(t, e, "iris").Spec.Http[0]; len(r.Mirrors) != 0 || r.Mirror != nil {
+		t.Errorf("mirror still set: %v", r)
 	}
 	// Remove the model: its objects go, the other model's stay.
 	if err := k.Delete(t.Context(), "iris"); err != nil {
@@ -162,26 +202,42 @@ func TestLifecycle(t *testing.T) {
 }
 
 // TestDriftReverted edits the weights by hand (another field manager, a
-// plain update like kubectl edit); the next Apply restores them.
+// plain update like kubectl edit): the convergence loop restores them
+// without an Apply, and so does Apply.
 func TestDriftReverted(t *testing.T) {
 	e := newKubeEnv(t)
 	k := e.target(t)
 	v0, v1 := testVersion("iris", 0), testVersion("iris", 1)
 	d := serving.Deployment{Model: "iris", Versions: []serving.Version{v0, v1}, Traffic: map[string]int{v0.ID: 90, v1.ID: 10}}
 	applyOK(t, k, d)
-	vs := getVS(t, e, "iris")
-	vs.Spec.Http[0].Route[0].Weight, vs.Spec.Http[0].Route[1].Weight = 10, 90
-	if err := e.env.Client.Update(t.Context(), vs, client.FieldOwner("kubectl-edit")); err != nil {
-		t.Fatal(err)
+	// The split is restored only towards versions that are ready.
+	waitVersions(t, k, "iris", v0.ID, v1.ID)
+	edit := func() {
+		t.Helper()
+		vs := getVS(t, e, "iris")
+		vs.Spec.Http[0].Route[0].Weight, vs.Spec.Http[0].Route[1].Weight = 10, 90
+		if err := e.env.Client.Update(t.Context(), vs, client.FieldOwner("kubectl-edit")); err != nil {
+			t.Fatal(err)
+		}
+		if w := weightsOf(vs); w[v0.ID] != 10 || w[v1.ID] != 90 {
+			t.Fatalf("hand edit did not land: %v", w)
+		}
 	}
-	if w := weightsOf(getVS(t, e, "iris")); w[v0.ID] != 10 {
-		t.Fatalf("hand edit did not land: %v", w)
-	}
-	applyOK(t, k, d)
+	edit()
+	waitWeights(t, e, "iris", map[string]int32{v0.ID: 90, v1.ID: 10})
+
+	// Apply alone restores them too: a target whose loop does not tick
+	// during the test (k's is stopped).
+	k.Close()
+	opts := e.opts()
+	opts.PollInterval = time.Hour
+	still := newTarget(t, e.env.Config, opts)
+	edit()
+	applyOK(t, still, d)
 	if w := weightsOf(getVS(t, e, "iris")); w[v0.ID] != 90 || w[v1.ID] != 10 {
 		t.Errorf("weights after Apply: %v, want 90/10 restored", w)
 	}
-	st, err := k.Status(t.Context())
+	st, err := still.Status(t.Context())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -192,9 +248,9 @@ func TestDriftReverted(t *testing.T) {
 
 // TestPruneOnlyOwned: an InferenceService someone else created with
 // merlin's labels (not in the inventory) survives pruning and Delete; a
-// version that was created but failed readiness (so never routed) is still
-// pruned once it is dropped, because the inventory grew before it was
-// created.
+// version that was created but failed (so never routed) is reported
+// failed and is still pruned once it is dropped, because the inventory
+// grew before it was created.
 func TestPruneOnlyOwned(t *testing.T) {
 	e := newKubeEnv(t)
 	k := e.target(t)
@@ -209,12 +265,13 @@ func TestPruneOnlyOwned(t *testing.T) {
 		t.Fatal(err)
 	}
 	applyOK(t, k, serving.Deployment{Model: "iris", Versions: []serving.Version{v0}, Traffic: map[string]int{v0.ID: 100}})
-	err = k.Apply(t.Context(), serving.Deployment{Model: "iris", Versions: []serving.Version{v0, bad}, Traffic: map[string]int{v0.ID: 90, bad.ID: 10}})
-	if !errors.Is(err, serving.ErrNotReady) || !strings.Contains(err.Error(), "model failed to load") {
-		t.Fatalf("apply with a broken version: %v", err)
-	}
+	applyOK(t, k, serving.Deployment{Model: "iris", Versions: []serving.Version{v0, bad}, Traffic: map[string]int{v0.ID: 90, bad.ID: 10}})
+	waitFor(t, bad.ID+" reported failed", func() (bool, string) {
+		v, _ := statusOf(t, k, "iris").Version(bad.ID)
+		return v.Failed() && v.State == serving.StateFailed && strings.Contains(v.LastError, "model failed to load"), fmt.Sprintf("%+v", v)
+	})
 	if w := weightsOf(getVS(t, e, "iris")); len(w) != 1 || w[v0.ID] != 100 {
-		t.Errorf("traffic moved by a failed Apply: %v", w)
+		t.Errorf("traffic moved to a failed version: %v", w)
 	}
 	applyOK(t, k, serving.Deployment{Model: "iris", Versions: []serving.Version{v0}, Traffic: map[string]int{v0.ID: 100}})
 	if got := strings.Join(isvcNames(t, e), " "); got != v0.ID+" iris-handmade" {
@@ -262,11 +319,7 @@ func TestAPIErrors(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	opts := e.opts()
-	reader, err := New(e.env.User(t, "reader"), opts)
-	if err != nil {
-		t.Fatal(err)
-	}
+	reader := newTarget(t, e.env.User(t, "reader"), e.opts())
 	good := testVersion("iris", 1)
 	err = reader.Apply(ctx, serving.Deployment{Model: "iris", Versions: []serving.Version{good}, Traffic: map[string]int{good.ID: 100}})
 	t.Logf("forbidden: %v", err)
@@ -286,15 +339,7 @@ func TestAPIErrors(t *testing.T) {
 // nothing applied before is lost.
 func TestAPIServerOutage(t *testing.T) {
 	e := newKubeEnv(t)
-	opts := e.opts()
-	// After the restart the API server and the stand-in controller need a
-	// moment before InferenceServices are marked again; the real KServe
-	// controller too.
-	opts.ReadyTimeout = 30 * time.Second
-	k, err := New(e.env.Config, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
+	k := e.target(t)
 	v0, v1 := testVersion("iris", 0), testVersion("iris", 1)
 	applyOK(t, k, serving.Deployment{Model: "iris", Versions: []serving.Version{v0}, Traffic: map[string]int{v0.ID: 100}})
 	canary := serving.Deployment{Model: "iris", Versions: []serving.Version{v0, v1}, Traffic: map[string]int{v0.ID: 90, v1.ID: 10}}
@@ -332,16 +377,136 @@ func TestAPIServerOutage(t *testing.T) {
 	back := time.Now()
 	applyOK(t, k, canary)
 	t.Logf("first Apply after the restart took %s", time.Since(back).Round(time.Millisecond))
-	st, err := k.Status(t.Context())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(st) != 1 || len(st[0].Versions) != 2 || st[0].Versions[0].Weight+st[0].Versions[1].Weight != 100 {
-		t.Fatalf("status after outage: %+v", st)
-	}
-	for _, vs := range st[0].Versions {
-		if want := canary.Traffic[vs.Version]; vs.Weight != want || vs.State != serving.StateReady {
-			t.Errorf("%s: weight %d state %s, want %d ready", vs.Version, vs.Weight, vs.State, want)
+	// The stand-in controller marks v1 ready once the API server answers
+	// again; the loop then routes the canary.
+	waitFor(t, "the canary routed after the outage", func() (bool, string) {
+		st, err := k.Status(t.Context())
+		if err != nil {
+			return false, err.Error()
 		}
+		if len(st) != 1 || len(st[0].Versions) != 2 {
+			return false, fmt.Sprintf("status %+v", st)
+		}
+		for _, vs := range st[0].Versions {
+			if want := canary.Traffic[vs.Version]; vs.Weight != want || vs.State != serving.StateReady {
+				return false, fmt.Sprintf("%s: weight %d state %s, want %d ready", vs.Version, vs.Weight, vs.State, want)
+			}
+		}
+		return true, ""
+	})
+}
+
+// drain empties k's change signal.
+func drain(k *Kube) {
+	select {
+	case <-k.Changes():
+	default:
+	}
+}
+
+// TestApplyDoesNotWait: Apply of a canary whose version is not ready
+// returns at once and leaves the split; the version is reported starting
+// (KServe's Ready=False while its pods start is not a failure) and the
+// model waiting for it; once KServe reports it Ready, the convergence loop
+// moves traffic without another Apply and signals the change.
+func TestApplyDoesNotWait(t *testing.T) {
+	e := newKubeEnv(t)
+	k := e.target(t)
+	v0, v1 := testVersion("iris", 0), testVersion("iris", 1)
+	applyOK(t, k, serving.Deployment{Model: "iris", Versions: []serving.Version{v0}, Traffic: map[string]int{v0.ID: 100}})
+	waitVersions(t, k, "iris", v0.ID)
+
+	e.fake.setHeld(v1.ID, true)
+	canary := serving.Deployment{Model: "iris", Versions: []serving.Version{v0, v1}, Traffic: map[string]int{v0.ID: 90, v1.ID: 10}}
+	start := time.Now()
+	applyOK(t, k, canary)
+	if took := time.Since(start); took > time.Second {
+		t.Errorf("Apply took %s; it must not wait for readiness", took.Round(time.Millisecond))
+	}
+	if w := weightsOf(getVS(t, e, "iris")); !maps.Equal(w, map[string]int32{v0.ID: 100}) {
+		t.Fatalf("weights right after Apply: %v, want %s at 100", w, v0.ID)
+	}
+	waitFor(t, v1.ID+" reported starting", func() (bool, string) {
+		ms := statusOf(t, k, "iris")
+		v, _ := ms.Version(v1.ID)
+		rc, _ := serving.Find(v.Conditions, serving.Ready)
+		pc, _ := serving.Find(ms.Conditions, serving.Progressing)
+		ok := rc.Message == "Deployment does not have minimum availability." && v.State == serving.StateStarting &&
+			serving.IsTrue(v.Conditions, serving.Progressing) && !v.Failed() && pc.Reason == serving.ReasonWaitingForReady
+		return ok, fmt.Sprintf("version %+v, model %+v", v, ms.Conditions)
+	})
+	ms := statusOf(t, k, "iris")
+	if v, _ := ms.Version(v0.ID); v.Weight != 100 || serving.IsTrue(ms.Conditions, serving.Ready) {
+		t.Errorf("while %s starts: %s has weight %d, model %+v; want 100 and not Ready", v1.ID, v0.ID, v.Weight, ms.Conditions)
+	}
+	if w := weightsOf(getVS(t, e, "iris")); !maps.Equal(w, map[string]int32{v0.ID: 100}) {
+		t.Fatalf("traffic moved to a version that is not ready: %v", w)
+	}
+
+	drain(k)
+	e.fake.setHeld(v1.ID, false)
+	waitWeights(t, e, "iris", map[string]int32{v0.ID: 90, v1.ID: 10})
+	select {
+	case <-k.Changes():
+	default:
+		t.Error("the loop moved traffic without signalling a change")
+	}
+	waitFor(t, "the model Ready", func() (bool, string) {
+		ms := statusOf(t, k, "iris")
+		return serving.IsTrue(ms.Conditions, serving.Ready), fmt.Sprintf("%+v", ms.Conditions)
+	})
+}
+
+// TestMirrors: two mirrors (a shadow rollout's candidate and a pull
+// request's preview) are rendered as Istio's mirrors list and read back
+// by Status, also by a restarted target; a mirror is added once its
+// version is ready, by the loop.
+func TestMirrors(t *testing.T) {
+	e := newKubeEnv(t)
+	k := e.target(t)
+	v0, cand, preview := testVersion("iris", 0), testVersion("iris", 1), testVersion("iris", 2)
+	applyOK(t, k, serving.Deployment{Model: "iris", Versions: []serving.Version{v0}, Traffic: map[string]int{v0.ID: 100}})
+	waitVersions(t, k, "iris", v0.ID)
+
+	e.fake.setHeld(preview.ID, true)
+	d := serving.Deployment{
+		Model: "iris", Versions: []serving.Version{v0, cand, preview}, Traffic: map[string]int{v0.ID: 100, preview.ID: 0},
+		Mirrors: []serving.Mirror{{Version: cand.ID, Percent: 20}, {Version: preview.ID, Percent: 10}},
+	}
+	applyOK(t, k, d)
+	mirrorsOf := func(ms serving.ModelStatus) string { return fmt.Sprint(ms.Mirrors) }
+	waitFor(t, "the candidate mirrored", func() (bool, string) {
+		ms := statusOf(t, k, "iris")
+		return slices.Equal(ms.Mirrors, d.Mirrors[:1]), mirrorsOf(ms)
+	})
+	if ms := statusOf(t, k, "iris"); len(ms.Mirrors) != 1 {
+		t.Errorf("mirrors %v while the preview is not ready, want only the candidate", ms.Mirrors)
+	}
+
+	e.fake.setHeld(preview.ID, false)
+	waitFor(t, "both mirrored", func() (bool, string) {
+		ms := statusOf(t, k, "iris")
+		return slices.Equal(ms.Mirrors, d.Mirrors), mirrorsOf(ms)
+	})
+	r := getVS(t, e, "iris").Spec.Http[0]
+	if len(r.Mirrors) != 2 || r.Mirrors[0].Destination.GetHost() != PredictorHost(cand.ID, e.ns) || r.Mirrors[0].Percentage.GetValue() != 20 ||
+		r.Mirrors[1].Destination.GetHost() != PredictorHost(preview.ID, e.ns) || r.Mirrors[1].Percentage.GetValue() != 10 || r.Mirror != nil {
+		t.Errorf("VirtualService route %v, want mirrors %v", r, d.Mirrors)
+	}
+	for _, tg := range []*Kube{k, e.target(t)} { // this target, and a restarted one that only reads the cluster
+		ms := statusOf(t, tg, "iris")
+		if !slices.Equal(ms.Mirrors, d.Mirrors) || ms.Mirror == nil || *ms.Mirror != d.Mirrors[0] {
+			t.Errorf("status mirrors %v, mirror %v; want %v", ms.Mirrors, ms.Mirror, d.Mirrors)
+		}
+		if v, _ := ms.Version(preview.ID); v.Weight != 0 || !v.Ready() {
+			t.Errorf("preview %+v, want ready without traffic", v)
+		}
+	}
+
+	// Dropping the preview removes its mirror and its InferenceService.
+	d = serving.Deployment{Model: "iris", Versions: []serving.Version{v0, cand}, Traffic: map[string]int{v0.ID: 100}, Mirrors: d.Mirrors[:1]}
+	applyOK(t, k, d)
+	if ms := statusOf(t, k, "iris"); !slices.Equal(ms.Mirrors, d.Mirrors) || len(ms.Versions) != 2 {
+		t.Errorf("after dropping the preview: mirrors %v, versions %+v", ms.Mirrors, ms.Versions)
 	}
 }

@@ -248,7 +248,8 @@ func resources(v serving.Version) (corev1.ResourceRequirements, error) {
 
 // VirtualService renders the model's routing: one HTTP route matching the
 // model's V1 and V2 paths, split by weight across the versions that get
-// traffic, with an optional mirror.
+// traffic, with one entry of Istio's mirrors list (Istio ≥ 1.22) per
+// shadow, in the deployment's order, each with its own percentage.
 //
 // Every predictor serves the model under the model's name (not its
 // InferenceService name, see InferenceService), so the route needs no URI
@@ -288,9 +289,14 @@ func VirtualService(d serving.Deployment, cfg Config) *istionetworkingv1.Virtual
 			}},
 		})
 	}
-	if m := d.Mirror; m != nil && m.Percent > 0 {
-		route.Mirror = &istioapi.Destination{Host: PredictorHost(m.Version, cfg.Namespace)}
-		route.MirrorPercentage = &istioapi.Percent{Value: float64(m.Percent)}
+	for _, m := range d.Mirrors {
+		if m.Percent <= 0 {
+			continue // a shadow without a share needs no mirror
+		}
+		route.Mirrors = append(route.Mirrors, &istioapi.HTTPMirrorPolicy{
+			Destination: &istioapi.Destination{Host: PredictorHost(m.Version, cfg.Namespace)},
+			Percentage:  &istioapi.Percent{Value: float64(m.Percent)},
+		})
 	}
 	vs.Spec.Http = []*istioapi.HTTPRoute{route}
 	return vs

@@ -3,8 +3,11 @@ package kube
 import (
 	"bytes"
 	"flag"
+	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -38,6 +41,7 @@ func version(model, digest string, typ manifest.ModelType, protocol manifest.Pro
 const (
 	digestA = "3f2a9c1be4d5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f"
 	digestB = "a1b2c3d4e5f60718293a4b5c6d7e8f903f2a9c1be4d5f60718293a4b5c6d7e8f"
+	digestC = "c7d8e9f0a1b2c3d4e5f60718293a4b5c6d7e8f903f2a9c1be4d5f60718293a4b"
 )
 
 func single(v serving.Version) serving.Deployment {
@@ -48,6 +52,10 @@ func single(v serving.Version) serving.Deployment {
 func goldenCases() map[string]serving.Deployment {
 	sk := version("fraud", digestA, manifest.TypeSKLearn, manifest.ProtocolV1)
 	sk2 := version("fraud", digestB, manifest.TypeSKLearn, manifest.ProtocolV1)
+	// A pull request's preview: built from the branch's commit.
+	pr := version("fraud", digestC, manifest.TypeSKLearn, manifest.ProtocolV1)
+	pr.Annotations = maps.Clone(pr.Annotations)
+	pr.Annotations["merlin.dev/git-commit"] = "89abcdef0123456789abcdef0123456789abcdef"
 	xgb := version("churn", digestA, manifest.TypeXGBoost, manifest.ProtocolV2)
 
 	custom := version("ranker", digestA, manifest.TypeCustom, manifest.ProtocolV2)
@@ -64,9 +72,16 @@ func goldenCases() map[string]serving.Deployment {
 		"sklearn-v1":    single(sk),
 		"xgboost-v2":    single(xgb),
 		"canary-90-10":  {Model: "fraud", Versions: []serving.Version{sk, sk2}, Traffic: map[string]int{sk.ID: 90, sk2.ID: 10}},
-		"shadow-20":     {Model: "fraud", Versions: []serving.Version{sk, sk2}, Traffic: map[string]int{sk.ID: 100}, Mirror: &serving.Mirror{Version: sk2.ID, Percent: 20}},
+		"shadow-20":     {Model: "fraud", Versions: []serving.Version{sk, sk2}, Traffic: map[string]int{sk.ID: 100}, Mirrors: []serving.Mirror{{Version: sk2.ID, Percent: 20}}},
 		"custom-image":  single(custom),
 		"scale-to-zero": single(zero),
+		// A shadow rollout's candidate (20%) beside a pull request's
+		// preview (10%), as the reconciler deploys them: the preview is
+		// listed with no client traffic.
+		"shadow-and-preview": {
+			Model: "fraud", Versions: []serving.Version{sk, sk2, pr}, Traffic: map[string]int{sk.ID: 100, pr.ID: 0},
+			Mirrors: []serving.Mirror{{Version: sk2.ID, Percent: 20}, {Version: pr.ID, Percent: 10}},
+		},
 	}
 }
 
@@ -102,7 +117,7 @@ func TestRenderGolden(t *testing.T) {
 			}
 			want, err := os.ReadFile(file)
 			if err != nil {
-				t.Fatalf("%v (run go test ./target/kube -run TestRenderGolden -update)", err)
+				t.Fatalf("%v (run go test ./serving/kube -run TestRenderGolden -update)", err)
 			}
 			if !bytes.Equal(got, want) {
 				t.Errorf("rendering differs from %s (rerun with -update if intended):\n%s", file, got)
@@ -144,8 +159,22 @@ func TestRenderDecisions(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := shadow.VirtualService.Spec.Http[0]
-	if r.Mirror == nil || r.Mirror.Host != "fraud-a1b2c3d4-predictor.models.svc.cluster.local" || r.MirrorPercentage.GetValue() != 20 || len(r.Route) != 1 {
+	if len(r.Mirrors) != 1 || r.Mirrors[0].Destination.GetHost() != "fraud-a1b2c3d4-predictor.models.svc.cluster.local" ||
+		r.Mirrors[0].Percentage.GetValue() != 20 || len(r.Route) != 1 || r.Mirror != nil || r.MirrorPercentage != nil {
 		t.Errorf("shadow route = %v", r)
+	}
+	both, err := Render(cases["shadow-and-preview"], testConfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r = both.VirtualService.Spec.Http[0]
+	var mirrors []string
+	for _, m := range r.Mirrors {
+		mirrors = append(mirrors, fmt.Sprintf("%s %g", m.Destination.GetHost(), m.Percentage.GetValue()))
+	}
+	if want := []string{"fraud-a1b2c3d4-predictor.models.svc.cluster.local 20", "fraud-c7d8e9f0-predictor.models.svc.cluster.local 10"}; !slices.Equal(mirrors, want) ||
+		len(r.Route) != 1 || len(both.InferenceServices) != 3 {
+		t.Errorf("shadow and preview: mirrors %v (want %v), routes %v, %d InferenceServices", mirrors, want, r.Route, len(both.InferenceServices))
 	}
 	zero, err := Render(cases["scale-to-zero"], testConfig)
 	if err != nil {

@@ -25,7 +25,8 @@ type StateStore struct {
 
 	mu   sync.Mutex
 	last []byte // the blob in the ConfigMap as last loaded or saved
-	// Timeout bounds each Load and Save. Default 10s.
+	// Timeout bounds each Load and Save within the caller's context.
+	// Default 10s.
 	Timeout time.Duration
 }
 
@@ -41,8 +42,8 @@ func NewStateStore(c client.Client, namespace, repo string) (*StateStore, error)
 }
 
 // Load returns the saved blob, or nil when nothing was saved yet.
-func (s *StateStore) Load() ([]byte, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), s.Timeout)
+func (s *StateStore) Load(ctx context.Context) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.Timeout)
 	defer cancel()
 	var cm corev1.ConfigMap
 	err := s.c.Get(ctx, client.ObjectKey{Namespace: s.namespace, Name: s.name}, &cm)
@@ -70,13 +71,13 @@ func (s *StateStore) Load() ([]byte, error) {
 // The reconciler saves after every loop iteration; a blob equal to the one
 // last loaded or saved is not written again, so an idle daemon does not
 // write to the API server every second.
-func (s *StateStore) Save(data []byte) error {
+func (s *StateStore) Save(ctx context.Context, data []byte) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.last != nil && bytes.Equal(s.last, data) {
 		return nil
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), s.Timeout)
+	ctx, cancel := context.WithTimeout(ctx, s.Timeout)
 	defer cancel()
 	var cm corev1.ConfigMap
 	err := s.c.Get(ctx, client.ObjectKey{Namespace: s.namespace, Name: s.name}, &cm)
