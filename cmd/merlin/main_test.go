@@ -3,8 +3,10 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -14,6 +16,37 @@ import (
 func chdirRoot(t *testing.T) {
 	t.Helper()
 	t.Chdir(filepath.Join("..", ".."))
+}
+
+// chdirKubeExamples works in a copy of the repository's examples without
+// analysis.minAgreement, which the kubernetes target refuses (it does not
+// compare predictions; TestValidateTarget checks the error).
+func chdirKubeExamples(t *testing.T) {
+	t.Helper()
+	root := t.TempDir()
+	err := filepath.WalkDir(filepath.Join("..", "..", "examples"), func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		data, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		if d.Name() == "merlin.yaml" {
+			lines := strings.SplitAfter(string(data), "\n")
+			lines = slices.DeleteFunc(lines, func(l string) bool { return strings.Contains(l, "minAgreement:") })
+			data = []byte(strings.Join(lines, ""))
+		}
+		dst := filepath.Join(root, strings.TrimPrefix(filepath.ToSlash(p), "../../"))
+		if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+			return err
+		}
+		return os.WriteFile(dst, data, 0o644)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Chdir(root)
 }
 
 func merlin(t *testing.T, args ...string) (code int, stdout, stderr string) {

@@ -45,13 +45,6 @@ func runRender(_ context.Context, args []string, stdout, stderr io.Writer) int {
 		errs = append(errs, f.AllErrors()...)
 		models = append(models, f.Models...)
 	}
-	if *target == "kubernetes" {
-		for _, m := range models {
-			if err := m.CheckComparison(*target, false); err != nil {
-				errs = append(errs, err)
-			}
-		}
-	}
 	if len(errs) > 0 {
 		fmt.Fprintln(stderr, errs)
 		return exitFailure
@@ -61,6 +54,17 @@ func runRender(_ context.Context, args []string, stdout, stderr io.Writer) int {
 		if err != nil {
 			fmt.Fprintf(stderr, "merlin render: %v\n", err)
 			return exitUsage
+		}
+		// The kubernetes target does not compare predictions: a rollout
+		// judged on agreement would hold there forever.
+		for _, m := range models {
+			if err := m.CheckComparison(*target, false); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		if len(errs) > 0 {
+			fmt.Fprintln(stderr, errs)
+			return exitFailure
 		}
 		if err := renderKube(stdout, models, cfg); err != nil {
 			fmt.Fprintf(stderr, "merlin render: %v\n", err)

@@ -42,7 +42,8 @@ func decodeObjects(t *testing.T, out string) []*unstructured.Unstructured {
 // creates the printed objects on a real API server with the KServe and
 // Istio CRDs.
 func TestRenderKubernetes(t *testing.T) {
-	chdirRoot(t)
+	env := kubetest.Get(t) // in the module: it reads the CRDs from the module cache
+	chdirKubeExamples(t)
 	code, out, errOut := merlin(t, "render", "--target", "kubernetes", "--namespace", "models",
 		"--host", "models.example.com", "--gateway", "istio-system/ingressgateway",
 		"--registry", "registry.example.com/models", "examples/...")
@@ -86,7 +87,6 @@ func TestRenderKubernetes(t *testing.T) {
 		t.Errorf("no VirtualService routing to %s:\n%s", id, out)
 	}
 
-	env := kubetest.Get(t)
 	ns := env.Namespace(t)
 	for _, o := range objs {
 		o.SetNamespace(ns)
@@ -97,7 +97,7 @@ func TestRenderKubernetes(t *testing.T) {
 }
 
 func TestRenderKubernetesConfig(t *testing.T) {
-	chdirRoot(t)
+	chdirKubeExamples(t)
 	cfg := filepath.Join(t.TempDir(), "merlin.config.yaml")
 	if err := os.WriteFile(cfg, []byte(`repositories: [{name: models, url: /srv/models}]
 target: kubernetes
@@ -117,7 +117,7 @@ kubernetes: {namespace: prod, registry: registry.example.com/models, gateway: is
 }
 
 func TestRenderKubernetesErrors(t *testing.T) {
-	chdirRoot(t)
+	chdirKubeExamples(t)
 	dir := t.TempDir()
 	write := func(name, body string) string {
 		p := filepath.Join(dir, name, "merlin.yaml")

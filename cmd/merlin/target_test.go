@@ -45,18 +45,18 @@ func TestValidateTarget(t *testing.T) {
 		t.Fatalf("local target: exit %d\n%s%s", code, out, errOut)
 	}
 	config := filepath.Join(t.TempDir(), "merlin.config.yaml")
-	cfg := "target: kubernetes\nkubernetes:\n  namespace: models\nrepositories:\n  - name: models\n    url: https://example.com/models.git\n"
+	cfg := "target: kubernetes\nkubernetes:\n  namespace: models\n  host: models.example.com\nrepositories:\n  - name: models\n    url: https://example.com/models.git\n"
 	if err := os.WriteFile(config, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	for _, args := range [][]string{{"validate", "--target", "kubernetes", dir}, {"validate", "--config", config, dir}} {
 		code, out, errOut := merlin(t, args...)
-		if code != exitFailure || !strings.Contains(out, "merlin.yaml:12:7: spec.rollout.analysis.minAgreement: the kubernetes target does not compare predictions") {
+		if code != exitFailure || !strings.Contains(out, "merlin.yaml:12:21: spec.rollout.analysis.minAgreement: the kubernetes target does not compare predictions") {
 			t.Errorf("%v: exit %d\n%s%s", args[:3], code, out, errOut)
 		}
 	}
-	code, out, errOut := merlin(t, "render", "--target", "kubernetes", "--namespace", "models", "--registry", "registry.example.com/models", dir)
-	if code != exitFailure || !strings.Contains(errOut, "merlin.yaml:12:7: spec.rollout.analysis.minAgreement: the kubernetes target does not compare predictions") || out != "" {
+	code, out, errOut := merlin(t, "render", "--target", "kubernetes", "--namespace", "models", "--host", "models.example.com", "--registry", "registry.example.com/models", dir)
+	if code != exitFailure || !strings.Contains(errOut, "merlin.yaml:12:21: spec.rollout.analysis.minAgreement: the kubernetes target does not compare predictions") || out != "" {
 		t.Errorf("render --target kubernetes: exit %d\nstdout: %s\nstderr: %s", code, out, errOut)
 	}
 }
