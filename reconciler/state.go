@@ -83,13 +83,6 @@ func (m *modelState) setError(reason serving.Reason, msg string) {
 	m.Error, m.Reason = msg, reason
 }
 
-// clearError forgets a problem of the given kind, leaving others.
-func (m *modelState) clearError(reason serving.Reason) {
-	if m.Reason == reason || m.Reason == "" {
-		m.Error, m.Reason = "", ""
-	}
-}
-
 const maxEvents = 20
 
 func (m *modelState) record(now time.Time, events []rollout.Event) {

@@ -182,7 +182,8 @@ func removeStale(dir string) {
 	}
 	for _, e := range entries {
 		name := e.Name()
-		if !strings.HasPrefix(name, ".modelserver-") || !(strings.Contains(name, ".tmp-") || strings.Contains(name, ".old-")) {
+		stale := strings.Contains(name, ".tmp-") || strings.Contains(name, ".old-")
+		if !strings.HasPrefix(name, ".modelserver-") || !stale {
 			continue
 		}
 		if info, err := e.Info(); err == nil && time.Since(info.ModTime()) > time.Hour {
