@@ -337,7 +337,12 @@ func (l *Local) retireLocked(p *process) {
 			l.removeRecord(p.v.ID)
 			l.stats.Forget(p.v.ID)
 		}
+		running := make(map[string]bool, len(l.procs))
+		for id := range l.procs {
+			running[id] = true
+		}
 		l.mu.Unlock()
+		l.pruneLogs(running)
 		p.log.Info("version stopped")
 	}()
 }

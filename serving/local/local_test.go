@@ -2,8 +2,12 @@ package local
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -158,5 +162,45 @@ func TestDecodeLegacyDeployments(t *testing.T) {
 	}
 	if _, err := decodeModels([]byte(`{"iris": [1]}`)); err == nil {
 		t.Error("a corrupt file decoded without error")
+	}
+}
+
+// TestLogsStayBounded: after hundreds of versions, the logs directory
+// holds the running versions' logs and the StoppedLogs most recent others.
+func TestLogsStayBounded(t *testing.T) {
+	dir := t.TempDir()
+	l := newTestLocal(t, dir)
+	defer l.Close()
+	logs := filepath.Join(dir, "logs")
+	if err := os.MkdirAll(logs, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	base := time.Now().Add(-time.Hour)
+	for i := range 200 {
+		p := filepath.Join(logs, fmt.Sprintf("iris-%08d.log", i))
+		if err := os.WriteFile(p, []byte("a line\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		mod := base.Add(time.Duration(i) * time.Second)
+		if err := os.Chtimes(p, mod, mod); err != nil {
+			t.Fatal(err)
+		}
+	}
+	running := "iris-00000000" // the oldest log, but its version runs
+	l.pruneLogs(map[string]bool{running: true})
+	entries, err := os.ReadDir(logs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var left []string
+	for _, e := range entries {
+		left = append(left, e.Name())
+	}
+	want := []string{running + ".log"}
+	for i := 200 - StoppedLogs; i < 200; i++ {
+		want = append(want, fmt.Sprintf("iris-%08d.log", i))
+	}
+	if !slices.Equal(left, want) {
+		t.Errorf("left %d logs %v; want the running version's and the %d newest", len(left), left, StoppedLogs)
 	}
 }

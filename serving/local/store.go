@@ -219,3 +219,41 @@ func writeJSON(path string, v any) error {
 	}
 	return atomicfile.Write(path, append(data, '\n'), 0o644)
 }
+
+// StoppedLogs is how many log files of stopped versions the state
+// directory keeps (the most recent), so that a rolled-back version's log
+// can still be read while hundreds of commits do not fill the disk.
+const StoppedLogs = 20
+
+// pruneLogs deletes the logs of stopped versions beyond the StoppedLogs
+// most recently written; running versions keep theirs.
+func (l *Local) pruneLogs(running map[string]bool) {
+	dir := filepath.Join(l.opts.StateDir, "logs")
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return
+	}
+	type logFile struct {
+		name string
+		mod  time.Time
+	}
+	var stopped []logFile
+	for _, e := range entries {
+		id, ok := strings.CutSuffix(e.Name(), ".log")
+		if !ok || running[id] || !e.Type().IsRegular() {
+			continue
+		}
+		if info, err := e.Info(); err == nil {
+			stopped = append(stopped, logFile{e.Name(), info.ModTime()})
+		}
+	}
+	if len(stopped) <= StoppedLogs {
+		return
+	}
+	slices.SortFunc(stopped, func(a, b logFile) int { return b.mod.Compare(a.mod) })
+	for _, f := range stopped[StoppedLogs:] {
+		if err := os.Remove(filepath.Join(dir, f.name)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			l.log.Warn("cannot remove model server log", "file", f.name, "err", err)
+		}
+	}
+}
