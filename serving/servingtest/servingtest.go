@@ -15,6 +15,7 @@
 package servingtest
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"slices"
@@ -84,19 +85,25 @@ func deploy(model string, traffic map[string]int, versions ...serving.Version) s
 	return serving.Deployment{Model: model, Versions: versions, Traffic: traffic}
 }
 
-// applyTimeout is how long Apply may take: it records and returns; it
-// never waits for a version to become ready.
-const applyTimeout = time.Second
-
-func apply(t *testing.T, tg serving.Target, d serving.Deployment) {
+// apply applies d and checks that Apply did not wait for readiness: it
+// must return well within the time the suite gives a version to start
+// (h.Eventually), even when a version never becomes ready. How long it
+// took is logged (the figure the contract aims at is under a second);
+// the test does not fail on a slow machine, only on an Apply that waits.
+func apply(t *testing.T, h Harness, tg serving.Target, d serving.Deployment) {
 	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), h.Eventually/2)
+	defer cancel()
 	start := time.Now()
-	if err := tg.Apply(t.Context(), d); err != nil {
+	err := tg.Apply(ctx, d)
+	took := time.Since(start)
+	if ctx.Err() != nil {
+		t.Fatalf("apply %s took %s (its context ended): Apply must record and return, not wait for readiness", d.Model, took.Round(time.Millisecond))
+	}
+	if err != nil {
 		t.Fatalf("apply %s: %v", d.Model, err)
 	}
-	if took := time.Since(start); took > applyTimeout {
-		t.Errorf("apply %s took %s; Apply must not wait for readiness (≤ %s)", d.Model, took.Round(time.Millisecond), applyTimeout)
-	}
+	t.Logf("apply %s (%d versions) returned in %s", d.Model, len(d.Versions), took.Round(time.Millisecond))
 }
 
 // want is the expected status of a model: version → weight (every listed
@@ -205,7 +212,7 @@ func keys(w want) []string {
 func testApplyOne(t *testing.T, h Harness, b Backend) {
 	tg := newTarget(t, b)
 	v := b.Version(t, "iris", 0)
-	apply(t, tg, deploy("iris", map[string]int{v.ID: 100}, v))
+	apply(t, h, tg, deploy("iris", map[string]int{v.ID: 100}, v))
 	ms := waitStatus(t, h, tg, "iris", want{v.ID: 100})
 	if ms.Versions[0].Endpoint == "" {
 		t.Errorf("version %s has no endpoint", v.ID)
@@ -220,11 +227,11 @@ func testApplyOne(t *testing.T, h Harness, b Backend) {
 func testSplit(t *testing.T, h Harness, b Backend) {
 	tg := newTarget(t, b)
 	v0, v1 := b.Version(t, "iris", 0), b.Version(t, "iris", 1)
-	apply(t, tg, deploy("iris", map[string]int{v0.ID: 100}, v0))
+	apply(t, h, tg, deploy("iris", map[string]int{v0.ID: 100}, v0))
 	waitStatus(t, h, tg, "iris", want{v0.ID: 100})
-	apply(t, tg, deploy("iris", map[string]int{v0.ID: 90, v1.ID: 10}, v0, v1))
+	apply(t, h, tg, deploy("iris", map[string]int{v0.ID: 90, v1.ID: 10}, v0, v1))
 	waitStatus(t, h, tg, "iris", want{v0.ID: 90, v1.ID: 10})
-	apply(t, tg, deploy("iris", map[string]int{v0.ID: 50, v1.ID: 50}, v0, v1))
+	apply(t, h, tg, deploy("iris", map[string]int{v0.ID: 50, v1.ID: 50}, v0, v1))
 	waitStatus(t, h, tg, "iris", want{v0.ID: 50, v1.ID: 50})
 }
 
@@ -234,16 +241,16 @@ func testSplit(t *testing.T, h Harness, b Backend) {
 func testMirrors(t *testing.T, h Harness, b Backend) {
 	tg := newTarget(t, b)
 	v0, v1, v2 := b.Version(t, "iris", 0), b.Version(t, "iris", 1), b.Version(t, "iris", 2)
-	apply(t, tg, deploy("iris", map[string]int{v0.ID: 100}, v0))
+	apply(t, h, tg, deploy("iris", map[string]int{v0.ID: 100}, v0))
 	d := deploy("iris", map[string]int{v0.ID: 100}, v0, v1, v2)
 	d.Mirrors = []serving.Mirror{{Version: v1.ID, Percent: 20}, {Version: v2.ID, Percent: 100}}
-	apply(t, tg, d)
+	apply(t, h, tg, d)
 	waitStatus(t, h, tg, "iris", want{v0.ID: 100, v1.ID: 0, v2.ID: 0}, d.Mirrors...)
 	d = deploy("iris", map[string]int{v0.ID: 100}, v0, v2)
 	d.Mirrors = []serving.Mirror{{Version: v2.ID, Percent: 100}}
-	apply(t, tg, d)
+	apply(t, h, tg, d)
 	waitStatus(t, h, tg, "iris", want{v0.ID: 100, v2.ID: 0}, d.Mirrors...)
-	apply(t, tg, deploy("iris", map[string]int{v0.ID: 100}, v0))
+	apply(t, h, tg, deploy("iris", map[string]int{v0.ID: 100}, v0))
 	waitStatus(t, h, tg, "iris", want{v0.ID: 100})
 }
 
@@ -253,12 +260,12 @@ func testMirrors(t *testing.T, h Harness, b Backend) {
 func testNotReady(t *testing.T, h Harness, b Backend) {
 	tg := newTarget(t, b)
 	v0, bad := b.Version(t, "iris", 0), b.Broken(t, "iris")
-	apply(t, tg, deploy("iris", map[string]int{v0.ID: 100}, v0))
+	apply(t, h, tg, deploy("iris", map[string]int{v0.ID: 100}, v0))
 	waitStatus(t, h, tg, "iris", want{v0.ID: 100})
 
-	apply(t, tg, deploy("iris", map[string]int{v0.ID: 90, bad.ID: 10}, v0, bad))
+	apply(t, h, tg, deploy("iris", map[string]int{v0.ID: 90, bad.ID: 10}, v0, bad))
 	other := b.Version(t, "wine", 0)
-	apply(t, tg, deploy("wine", map[string]int{other.ID: 100}, other))
+	apply(t, h, tg, deploy("wine", map[string]int{other.ID: 100}, other))
 
 	// The broken version is reported not ready, with a reason, and never
 	// gets traffic; the model says it is waiting for it.
@@ -289,24 +296,24 @@ func testNotReady(t *testing.T, h Harness, b Backend) {
 	}
 	waitStatus(t, h, tg, "wine", want{other.ID: 100}) // not held up by iris
 
-	apply(t, tg, deploy("iris", map[string]int{v0.ID: 100}, v0))
+	apply(t, h, tg, deploy("iris", map[string]int{v0.ID: 100}, v0))
 	waitStatus(t, h, tg, "iris", want{v0.ID: 100})
 }
 
 func testRemoveVersion(t *testing.T, h Harness, b Backend) {
 	tg := newTarget(t, b)
 	v0, v1 := b.Version(t, "iris", 0), b.Version(t, "iris", 1)
-	apply(t, tg, deploy("iris", map[string]int{v0.ID: 90, v1.ID: 10}, v0, v1))
+	apply(t, h, tg, deploy("iris", map[string]int{v0.ID: 90, v1.ID: 10}, v0, v1))
 	waitStatus(t, h, tg, "iris", want{v0.ID: 90, v1.ID: 10})
-	apply(t, tg, deploy("iris", map[string]int{v1.ID: 100}, v1))
+	apply(t, h, tg, deploy("iris", map[string]int{v1.ID: 100}, v1))
 	waitStatus(t, h, tg, "iris", want{v1.ID: 100})
 }
 
 func testDelete(t *testing.T, h Harness, b Backend) {
 	tg := newTarget(t, b)
 	v0, other := b.Version(t, "iris", 0), b.Version(t, "wine", 0)
-	apply(t, tg, deploy("iris", map[string]int{v0.ID: 100}, v0))
-	apply(t, tg, deploy("wine", map[string]int{other.ID: 100}, other))
+	apply(t, h, tg, deploy("iris", map[string]int{v0.ID: 100}, v0))
+	apply(t, h, tg, deploy("wine", map[string]int{other.ID: 100}, other))
 	waitStatus(t, h, tg, "iris", want{v0.ID: 100})
 	if err := tg.Delete(t.Context(), "iris"); err != nil {
 		t.Fatal(err)
@@ -318,13 +325,13 @@ func testDelete(t *testing.T, h Harness, b Backend) {
 func testRestart(t *testing.T, h Harness, b Backend) {
 	tg := newTarget(t, b)
 	v0, v1 := b.Version(t, "iris", 0), b.Version(t, "iris", 1)
-	apply(t, tg, deploy("iris", map[string]int{v0.ID: 100}, v0))
+	apply(t, h, tg, deploy("iris", map[string]int{v0.ID: 100}, v0))
 	waitStatus(t, h, tg, "iris", want{v0.ID: 100})
-	apply(t, tg, deploy("iris", map[string]int{v0.ID: 90, v1.ID: 10}, v0, v1))
+	apply(t, h, tg, deploy("iris", map[string]int{v0.ID: 90, v1.ID: 10}, v0, v1))
 	waitStatus(t, h, tg, "iris", want{v0.ID: 90, v1.ID: 10})
 	again := newTarget(t, b)
 	waitStatus(t, h, again, "iris", want{v0.ID: 90, v1.ID: 10})
 	// The restarted target converges from there.
-	apply(t, again, deploy("iris", map[string]int{v1.ID: 100}, v1))
+	apply(t, h, again, deploy("iris", map[string]int{v1.ID: 100}, v1))
 	waitStatus(t, h, again, "iris", want{v1.ID: 100})
 }
