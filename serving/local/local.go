@@ -422,7 +422,9 @@ func (l *Local) comparison(d serving.Deployment, id string) *serving.Comparison 
 // adopts them. A daemon whose start fails after this target restored the
 // deployments detaches instead of closing: a failed start (a corrupt state
 // file, a port in use) must not take down the models that a crashed daemon
-// left serving. Close after Detach has nothing left to stop.
+// left serving. Servers the daemon started itself are left too: once it
+// exits, one that nobody adopts stops by itself after OrphanTimeout without
+// requests. Close after Detach has nothing left to stop.
 func (l *Local) Detach() {
 	l.detached.Store(true)
 	l.cancel()
