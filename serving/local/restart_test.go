@@ -108,9 +108,10 @@ func TestDetachAndCorruptDeployments(t *testing.T) {
 	}
 }
 
-// TestKilledServerExitReason: a server killed by a signal is reported as
-// such, never with a line its log held from before (a request's
-// traceback, say).
+// TestKilledServerExitReason: a nesting bomb is answered 400 through the
+// router and the server keeps serving; a server killed later by a signal
+// is reported as such, never with a line its log held from before (a
+// request's traceback, say).
 func TestKilledServerExitReason(t *testing.T) {
 	requireSklearn(t)
 	dir := t.TempDir()
@@ -124,6 +125,24 @@ func TestKilledServerExitReason(t *testing.T) {
 		s, _ := modelStatus(t, l, "iris").Version(v.ID)
 		return s.Ready()
 	})
+	// A nesting bomb through the router: a 400 with a JSON error, and the
+	// server keeps serving.
+	srv := httptest.NewServer(l)
+	defer srv.Close()
+	deep := strings.Repeat("[", 100000) + strings.Repeat("]", 100000)
+	resp, err := http.Post(srv.URL+"/v1/models/iris:predict", "application/json", strings.NewReader(`{"instances": `+deep+`}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var answer struct{ Error string }
+	derr := json.NewDecoder(resp.Body).Decode(&answer)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadRequest || derr != nil || answer.Error == "" {
+		t.Errorf("nesting bomb: %d, error %q (%v); want 400 with a JSON error", resp.StatusCode, answer.Error, derr)
+	}
+	predictOK(t, l)
+	// A line the log holds from before the crash, as a request's
+	// traceback would be.
 	logf, err := os.OpenFile(filepath.Join(dir, "logs", v.ID+".log"), os.O_WRONLY|os.O_APPEND, 0)
 	if err != nil {
 		t.Fatal(err)
