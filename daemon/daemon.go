@@ -74,6 +74,8 @@ type Daemon struct {
 	events   *prometheus.CounterVec
 	provider metrics.Provider
 	claims   *reconciler.Claims
+	// lock is held on stateDir from New to the end of Run.
+	lock *stateLock
 }
 
 type repo struct {
@@ -88,6 +90,13 @@ type repo struct {
 
 // New builds a daemon and opens its listeners, so that an address in use
 // fails here rather than after start.
+//
+// The order matters on a restart: the state directory is locked first and
+// the listeners are bound next, before the local target adopts the model
+// servers a previous daemon left running, so that a second daemon on the
+// same directory, or one whose port is taken, fails before touching them.
+// A start that fails later (a corrupt state file) detaches from the
+// adopted servers instead of stopping them, for the next start to adopt.
 func New(cfg *Config, opts Options) (*Daemon, error) {
 	log := opts.Logger
 	if log == nil {
@@ -100,7 +109,20 @@ func New(cfg *Config, opts Options) (*Daemon, error) {
 	if err := os.MkdirAll(stateDir, 0o755); err != nil {
 		return nil, fmt.Errorf("state dir: %w", err)
 	}
-	d := &Daemon{cfg: cfg, opts: opts, log: log, registry: prometheus.NewRegistry(), stateDir: stateDir, claims: reconciler.NewClaims()}
+	lock, err := lockStateDir(stateDir)
+	if err != nil {
+		return nil, err
+	}
+	d := &Daemon{cfg: cfg, opts: opts, log: log, registry: prometheus.NewRegistry(), stateDir: stateDir, claims: reconciler.NewClaims(), lock: lock}
+	ok := false
+	defer func() {
+		if !ok {
+			d.abandon()
+		}
+	}()
+	if err := d.bind(); err != nil {
+		return nil, err
+	}
 	stats := metrics.NewRegistry()
 	switch cfg.Target {
 	case "local":
@@ -108,7 +130,9 @@ func New(cfg *Config, opts Options) (*Daemon, error) {
 			StateDir: filepath.Join(stateDir, "local"), Python: cfg.Local.Python, Workers: cfg.Local.Workers,
 			IdleTimeout: cfg.Local.IdleTimeout.D(), StopTimeout: opts.StopTimeout, Stats: stats, Logger: log,
 		})
-		d.target = d.local
+		if err == nil {
+			d.target = d.local
+		}
 	case "kubernetes":
 		err = d.connectCluster()
 	default:
@@ -117,15 +141,6 @@ func New(cfg *Config, opts Options) (*Daemon, error) {
 	if err != nil {
 		return nil, err
 	}
-	ok := false
-	defer func() {
-		if !ok {
-			d.closeTarget()
-			for _, ln := range d.lns {
-				ln.Close()
-			}
-		}
-	}()
 	d.bundles, d.events = filepath.Join(stateDir, "bundles"), reconciler.NewRolloutEvents()
 	if d.provider, err = newProvider(cfg, stats); err != nil {
 		return nil, err
@@ -148,11 +163,23 @@ func New(cfg *Config, opts Options) (*Daemon, error) {
 		repos[i] = r
 	}
 	d.api = server.New(server.Options{Repos: repos, Sources: d.sources, Gatherer: d.registry, Version: opts.Version})
-	if err := d.listen(); err != nil {
-		return nil, err
-	}
+	d.serve()
 	ok = true
 	return d, nil
+}
+
+// abandon undoes a failed New: the model servers are left running (see
+// local.Local.Detach), the listeners closed, the state directory unlocked.
+func (d *Daemon) abandon() {
+	if d.local != nil {
+		d.local.Detach()
+	} else if c, ok := d.target.(io.Closer); ok {
+		_ = c.Close()
+	}
+	for _, ln := range d.lns {
+		ln.Close()
+	}
+	d.lock.release()
 }
 
 func newProvider(cfg *Config, stats *metrics.Registry) (metrics.Provider, error) {
@@ -241,36 +268,43 @@ func (d *Daemon) sources() map[string]gitsource.Status {
 	return out
 }
 
-// listen opens the HTTP listeners: one combined, or models and API apart.
-// On a cluster the models are served by the cluster, so only the API is.
-func (d *Daemon) listen() error {
-	serve := func(addr string, h http.Handler) error {
+// bind opens the listeners: one combined, or models and API apart. On a
+// cluster the models are served by the cluster, so only the API is.
+func (d *Daemon) bind() error {
+	addrs := []string{cmp.Or(d.opts.CombinedListen, d.cfg.Server.Listen)}
+	if d.cfg.Target == "local" && d.opts.CombinedListen == "" {
+		addrs = []string{d.cfg.Local.Listen, d.cfg.Server.Listen}
+	}
+	for _, addr := range addrs {
 		ln, err := net.Listen("tcp", addr)
 		if err != nil {
 			return fmt.Errorf("listen on %s: %w", addr, err)
 		}
 		d.lns = append(d.lns, ln)
-		d.servers = append(d.servers, &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute})
-		return nil
 	}
+	return nil
+}
+
+// serve makes the HTTP servers of the listeners bind opened.
+func (d *Daemon) serve() {
 	var api http.Handler = d.api
 	if d.elector != nil {
 		api = d.leaderOnly(api)
 	}
-	if d.local == nil {
-		return serve(cmp.Or(d.opts.CombinedListen, d.cfg.Server.Listen), api)
-	}
-	if d.opts.CombinedListen != "" {
+	handlers := []http.Handler{api}
+	switch {
+	case d.local != nil && d.opts.CombinedListen != "":
 		mux := http.NewServeMux()
 		mux.Handle("/v1/", d.local)
 		mux.Handle("/v2/", d.local)
 		mux.Handle("/", d.api)
-		return serve(d.opts.CombinedListen, mux)
+		handlers = []http.Handler{mux}
+	case d.local != nil:
+		handlers = []http.Handler{d.local, d.api}
 	}
-	if err := serve(d.cfg.Local.Listen, d.local); err != nil {
-		return err
+	for _, h := range handlers {
+		d.servers = append(d.servers, &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute})
 	}
-	return serve(d.cfg.Server.Listen, d.api)
 }
 
 // ModelsAddr is where models are served: the router's address, or on a
@@ -327,6 +361,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	stopRepos()
 	<-reposDone
 	d.closeTarget()
+	d.lock.release()
 	d.log.Info("stopped")
 	return err
 }

@@ -138,7 +138,7 @@ func New(ctx context.Context, cfg Config, src Source, t serving.Target, b Builde
 	}
 	store := cfg.State
 	if store == nil {
-		store = FileStore{Path: filepath.Join(cfg.StateDir, "repos", cfg.Repo+".json")}
+		store = FileStore{Path: filepath.Join(cfg.StateDir, "repos", cfg.Repo+".json"), Logger: log}
 	}
 	st, err := loadState(ctx, store)
 	if err != nil {

@@ -1,11 +1,14 @@
 package reconciler
 
 import (
+	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"time"
@@ -105,25 +108,85 @@ type StateStore interface {
 	Save(ctx context.Context, data []byte) error
 }
 
-// FileStore keeps the state in one file, replaced atomically.
-type FileStore struct{ Path string }
+// FileStore keeps the state, a JSON document, in one file replaced
+// atomically, and a copy of it beside (Path + LastGoodSuffix). A file found
+// empty or not JSON (truncated by a full disk, a filesystem that lost the
+// end of a write, a hand edit) is never taken for "no state", which would
+// deploy the head at once and forget every paused or rolled-back rollout:
+// the copy is used, with a warning, and without a usable copy Load fails
+// naming the file. Only a missing file means that nothing was saved yet.
+type FileStore struct {
+	Path string
+	// Logger receives the warning when the copy replaces a corrupt file;
+	// slog.Default() when nil.
+	Logger *slog.Logger
+}
+
+// LastGoodSuffix names the copy a FileStore keeps beside its file.
+const LastGoodSuffix = ".last-good"
 
 // Load implements StateStore.
 func (f FileStore) Load(context.Context) ([]byte, error) {
-	data, err := os.ReadFile(f.Path)
+	data, err := readStateFile(f.Path)
+	if err == nil {
+		return data, nil
+	}
+	copyPath := f.Path + LastGoodSuffix
+	good, cerr := readStateFile(copyPath)
+	if cerr == nil && good == nil {
+		cerr = fmt.Errorf("%s does not exist", copyPath)
+	}
+	if cerr != nil {
+		return nil, fmt.Errorf("%w; no usable copy (%w): move %s aside to start again from no state (the head of the branch deploys at once)", err, cerr, f.Path)
+	}
+	cmp.Or(f.Logger, slog.Default()).Warn("state file is corrupt; using its last good copy", "file", f.Path, "copy", copyPath, "err", err)
+	return good, nil
+}
+
+// readStateFile reads a state file: nil when it does not exist, an error
+// naming it when it is empty or not JSON.
+func readStateFile(path string) ([]byte, error) {
+	data, err := os.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
 	}
-	return data, err
+	if err != nil {
+		return nil, fmt.Errorf("read state file: %w", err)
+	}
+	if len(bytes.TrimSpace(data)) == 0 {
+		return nil, fmt.Errorf("state file %s is empty (%d bytes)", path, len(data))
+	}
+	if err := json.Unmarshal(data, new(json.RawMessage)); err != nil {
+		return nil, fmt.Errorf("state file %s is corrupt (%d bytes, truncated?): %w", path, len(data), err)
+	}
+	return data, nil
 }
 
-// Save implements StateStore.
+// Save implements StateStore: the file, then its copy. An unchanged state
+// is not written again (the reconciler saves every second).
 func (f FileStore) Save(_ context.Context, data []byte) error {
-	path := f.Path
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return err
+	copyPath := f.Path + LastGoodSuffix
+	if same(f.Path, data) && same(copyPath, data) {
+		return nil
 	}
-	return atomicfile.Write(path, data, 0o644)
+	if err := os.MkdirAll(filepath.Dir(f.Path), 0o755); err != nil {
+		return fmt.Errorf("save state: %w", err)
+	}
+	if err := atomicfile.Write(f.Path, data, 0o644); err != nil {
+		return fmt.Errorf("save state file %s: %w", f.Path, err)
+	}
+	if err := atomicfile.Write(copyPath, data, 0o644); err != nil {
+		return fmt.Errorf("save state file %s: %w", copyPath, err)
+	}
+	return nil
+}
+
+// String names the file, for errors about its content.
+func (f FileStore) String() string { return f.Path }
+
+func same(path string, data []byte) bool {
+	cur, err := os.ReadFile(path)
+	return err == nil && bytes.Equal(cur, data)
 }
 
 func loadState(ctx context.Context, store StateStore) (*repoState, error) {
@@ -136,6 +199,9 @@ func loadState(ctx context.Context, store StateStore) (*repoState, error) {
 		return st, nil
 	}
 	if err := json.Unmarshal(data, st); err != nil {
+		if name, ok := store.(fmt.Stringer); ok {
+			return nil, fmt.Errorf("load state from %s: %w", name, err)
+		}
 		return nil, fmt.Errorf("load state: %w", err)
 	}
 	if st.Models == nil {

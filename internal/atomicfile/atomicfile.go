@@ -1,7 +1,8 @@
 // Package atomicfile replaces files so that readers, and a process killed
 // mid-write, only ever see the old content or the new, never a mix: the data
 // goes to a temporary file in the same directory, is synced, and is renamed
-// over the target.
+// over the target; the directory is synced too, so that the rename itself
+// survives a power loss.
 package atomicfile
 
 import (
@@ -31,5 +32,18 @@ func Write(path string, data []byte, perm os.FileMode) error {
 	if err := tmp.Close(); err != nil {
 		return err
 	}
-	return os.Rename(tmp.Name(), path)
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return err
+	}
+	return syncDir(filepath.Dir(path))
+}
+
+// syncDir makes a rename in dir durable.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
 }

@@ -92,6 +92,8 @@ type Local struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+	// detached is set by Detach: ending a process leaves its server running.
+	detached atomic.Bool
 
 	mu    sync.Mutex          // before any process's mu
 	procs map[string]*process // by version ID
@@ -413,6 +415,30 @@ func (l *Local) comparison(d serving.Deployment, id string) *serving.Comparison 
 		c.Agreement = float64(c.Agree) / float64(n)
 	}
 	return c
+}
+
+// Detach stops supervising the model servers without stopping them: they
+// keep serving and their records stay in StateDir, so that the next daemon
+// adopts them. A daemon whose start fails after this target restored the
+// deployments detaches instead of closing: a failed start (a corrupt state
+// file, a port in use) must not take down the models that a crashed daemon
+// left serving. Servers the daemon started itself are left too: once it
+// exits, one that nobody adopts stops by itself after OrphanTimeout without
+// requests. Close after Detach has nothing left to stop.
+func (l *Local) Detach() {
+	l.detached.Store(true)
+	l.cancel()
+	l.wg.Wait()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for id, p := range l.procs {
+		if p.listener != nil {
+			p.listener.Close() // the server holds its own descriptor
+		}
+		p.upstream().closeIdle()
+		delete(l.procs, id)
+	}
+	l.log.Info("detached from the model servers; they keep running for the next daemon to adopt")
 }
 
 // Close stops every model server (SIGTERM, then SIGKILL after the grace

@@ -332,7 +332,9 @@ func (p *process) runOnce(ctx context.Context) error {
 	case err := <-exited:
 		return p.exitErr(err, start)
 	case <-ctx.Done():
-		p.terminate(cmd.Process.Pid, exited)
+		if !p.l.detached.Load() {
+			p.terminate(cmd.Process.Pid, exited)
+		}
 		return ctx.Err()
 	case <-p.idleCh(ctx):
 		p.log.Info("stopping idle model server", "idle", p.l.opts.IdleTimeout)
@@ -438,10 +440,21 @@ func (p *process) terminate(pid int, exited <-chan error) {
 	p.log.Debug("model server exited", "pid", pid, "exit", err)
 }
 
+// exitErr explains a server's exit: a signal that killed it, or the last
+// line it wrote to its log since it started (logStart). A killed server
+// did not write why it died, so its log is not read: its last line may be
+// a request's traceback logged long before, unrelated to the exit.
 func (p *process) exitErr(err error, logStart int64) error {
 	code := -1
 	var ee *exec.ExitError
 	if errors.As(err, &ee) {
+		if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+			msg := fmt.Sprintf("model server killed by signal %d (%s)", int(ws.Signal()), ws.Signal())
+			if ws.Signal() == syscall.SIGKILL {
+				msg += "; out of memory?"
+			}
+			return &exitError{code: -1, msg: msg}
+		}
 		code = ee.ExitCode()
 	}
 	return &exitError{code: code, msg: lastLine(p.logPath(), logStart)}
@@ -461,7 +474,9 @@ func (p *process) watchAdopted(ctx context.Context, r *record) error {
 	for {
 		select {
 		case <-ctx.Done():
-			p.terminateAdopted(r.PID)
+			if !p.l.detached.Load() {
+				p.terminateAdopted(r.PID)
+			}
 			return ctx.Err()
 		case <-idle:
 			p.terminateAdopted(r.PID)
@@ -552,6 +567,9 @@ func lastLine(path string, offset int64) string {
 	const tail = 4096
 	st, err := f.Stat()
 	if err != nil {
+		return ""
+	}
+	if st.Size() <= offset { // nothing new, or the log was replaced
 		return ""
 	}
 	from := max(offset, st.Size()-tail)

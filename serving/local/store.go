@@ -91,10 +91,59 @@ func (l *Local) persistLocked() error {
 		}
 		models[model] = st
 	}
-	if err := writeJSON(l.deploymentsPath(), models); err != nil {
-		return fmt.Errorf("local target: save deployments: %w", err)
+	// The copy first: whichever write a crash interrupts, one of the two
+	// files holds a complete state.
+	for _, path := range []string{l.deploymentsPath() + lastGoodSuffix, l.deploymentsPath()} {
+		if err := writeJSON(path, models); err != nil {
+			return fmt.Errorf("local target: save deployments: %w", err)
+		}
 	}
 	return nil
+}
+
+// lastGoodSuffix names the copy of deployments.json kept beside it.
+const lastGoodSuffix = ".last-good"
+
+// readModels reads deployments.json: nil when it does not exist. An empty
+// or corrupt file is not "no deployments", which would stop every server
+// the previous run left: its last good copy is used, with a warning, and
+// without one the error names the file.
+func (l *Local) readModels() (map[string]modelState, error) {
+	path := l.deploymentsPath()
+	models, err := readModelsFile(path)
+	if err == nil {
+		return models, nil
+	}
+	good, cerr := readModelsFile(path + lastGoodSuffix)
+	if cerr == nil && good == nil {
+		cerr = fmt.Errorf("%s does not exist", path+lastGoodSuffix)
+	}
+	if cerr != nil {
+		return nil, fmt.Errorf("local target: %w; no usable copy (%w)", err, cerr)
+	}
+	l.log.Warn("deployments file is corrupt; using its last good copy", "file", path, "copy", path+lastGoodSuffix, "err", err)
+	return good, nil
+}
+
+func readModelsFile(path string) (map[string]modelState, error) {
+	data, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	if len(bytes.TrimSpace(data)) == 0 {
+		return nil, fmt.Errorf("%s is empty (%d bytes)", path, len(data))
+	}
+	models, err := decodeModels(data)
+	if err != nil {
+		return nil, fmt.Errorf("corrupt %s (%d bytes, truncated?): %w", path, len(data), err)
+	}
+	if models == nil { // "null"
+		models = map[string]modelState{}
+	}
+	return models, nil
 }
 
 // decodeModels reads deployments.json, in its current form or the one
@@ -134,15 +183,9 @@ func decodeModels(data []byte) (map[string]modelState, error) {
 // restore brings back the models of a previous run: their desired
 // deployments, their routed splits and the versions both need.
 func (l *Local) restore() error {
-	data, err := os.ReadFile(l.deploymentsPath())
-	if err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("local target: %w", err)
-	}
-	var models map[string]modelState
-	if len(data) > 0 {
-		if models, err = decodeModels(data); err != nil {
-			return fmt.Errorf("local target: corrupt %s: %w", l.deploymentsPath(), err)
-		}
+	models, err := l.readModels()
+	if err != nil {
+		return err
 	}
 	records := l.readRecords()
 	l.mu.Lock()

@@ -557,6 +557,29 @@ print(json.dumps(model.predict(json.loads(sys.argv[2])).tolist()))
 			}
 		}
 	})
+	t.Run("nesting bomb", func(t *testing.T) {
+		// Nested far deeper than Python's recursion limit, or than numpy's
+		// dimensions: a 400 with a JSON error, no traceback in the log, and
+		// the server keeps serving.
+		for _, depth := range []int{100, 10000, 100000} {
+			deep := strings.Repeat("[", depth) + strings.Repeat("]", depth)
+			for _, tc := range []struct{ path, body string }{
+				{"/v1/models/iris-sklearn:predict", `{"instances": ` + deep + `}`},
+				{"/v2/models/iris-sklearn/infer", `{"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": ` + deep + `}]}`},
+			} {
+				code, out := call(t, "POST", base+tc.path, tc.body)
+				if msg, _ := out["error"].(string); code != 400 || msg == "" {
+					t.Errorf("%s nested %d deep: %d %v; want 400 with a JSON error", tc.path, depth, code, out)
+				}
+			}
+		}
+		if code, out := call(t, "POST", base+"/v1/models/iris-sklearn:predict", mustJSON(t, map[string]any{"instances": irisRows})); code != 200 || !reflect.DeepEqual(out["predictions"], want) {
+			t.Fatalf("after the bombs: %d %v", code, out)
+		}
+		if log := p.output.String(); strings.Contains(log, "Traceback") || strings.Contains(log, "RecursionError") {
+			t.Errorf("the server logged a traceback:\n%s", log)
+		}
+	})
 	t.Run("chunked request body", func(t *testing.T) {
 		body := io.MultiReader(strings.NewReader(`{"instances": `), strings.NewReader(mustJSON(t, irisRows)+`}`))
 		resp, err := httpClient.Post(base+"/v1/models/iris-sklearn:predict", "application/json", body)

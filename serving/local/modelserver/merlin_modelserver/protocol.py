@@ -345,6 +345,8 @@ class App:
             return json.loads(body)
         except (ValueError, UnicodeDecodeError) as e:
             raise BadRequest("request body is not valid JSON: %s" % e)
+        except RecursionError:  # e.g. [[[[...]]]] thousands deep: the client's mistake, not a crash
+            raise BadRequest("request body nests arrays or objects too deeply")
 
     def v1_predict(self, body):
         try:

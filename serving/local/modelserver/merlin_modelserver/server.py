@@ -142,7 +142,11 @@ class HTTPConnection(asyncio.Protocol):
             self.continued = False
             if self.server.stopping:
                 keep = False
-            status, rbody, extra = self.app.handle(method, path, body)
+            try:
+                status, rbody, extra = self.app.handle(method, path, body)
+            except Exception as e:  # noqa: BLE001 - answer, keep the connection and the log readable
+                log("%s %s: %s: %s" % (method, path, type(e).__name__, str(e)[:200]))
+                status, rbody, extra = 500, dumps({"error": "internal error: %s" % type(e).__name__}), b""
             out.append(response(status, rbody, not keep, extra))
             if not keep:
                 close = True

@@ -110,3 +110,15 @@ class Routing(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class NestingBomb(unittest.TestCase):
+    def test_too_deep_is_a_bad_request(self):
+        app = App(tabular(), "m", "v1")
+        deep = "[" * 100000 + "]" * 100000
+        for path, body in (("/v1/models/m:predict", '{"instances": %s}' % deep),
+                           ("/v2/models/m/infer", '{"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", '
+                                                  '"data": %s}]}' % deep)):
+            status, out, _ = app.handle("POST", path, body.encode())
+            self.assertEqual(status, 400, path)
+            self.assertIn("too deeply", json.loads(out)["error"])
