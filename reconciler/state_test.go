@@ -65,10 +65,12 @@ func TestFileStoreCorrupt(t *testing.T) {
 			if err := os.Rename(store.Path+LastGoodSuffix, store.Path+".aside"); err != nil {
 				t.Fatal(err)
 			}
-			defer os.Rename(store.Path+".aside", store.Path+LastGoodSuffix)
 			_, err = loadState(t.Context(), store)
 			if err == nil || !strings.Contains(err.Error(), store.Path) {
 				t.Errorf("without a copy: %v; want an error naming %s", err, store.Path)
+			}
+			if err := os.Rename(store.Path+".aside", store.Path+LastGoodSuffix); err != nil {
+				t.Fatal(err)
 			}
 		})
 	}
