@@ -61,7 +61,10 @@ func (r *Reconciler) finishBuild(ctx context.Context, b buildResult) {
 	}
 	ms.building, ms.BuildPending = 0, false
 	if b.err != nil {
-		ms.Held = true
+		// Files changed by this revision are not in the next diff: the next
+		// revision builds the model again whatever it changes, so a
+		// transient failure does not leave HEAD undeployed for good.
+		ms.Held, ms.Resync = true, true
 		ms.setError(serving.ReasonBuild, b.err.Error())
 		r.log.Warn("build failed; keeping the last good version", "model", ms.Name, "err", b.err)
 		return

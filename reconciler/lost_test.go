@@ -1,0 +1,56 @@
+package reconciler
+
+import (
+	"testing"
+
+	"merlin.dev/merlin/serving"
+	"merlin.dev/merlin/serving/servingtest"
+)
+
+// TestNoChangeLostAfterFailure: a commit made while the repository or the
+// model could not be reconciled is deployed once it can be, even when the
+// commit that fixes things touches none of the model's files (issue 11,
+// item 4). The poller's diff only covers the last commit; the reconciler
+// must compare with what it last applied.
+func TestNoChangeLostAfterFailure(t *testing.T) {
+	tests := []struct {
+		name string
+		// breakRepo runs before the model change is committed; fix after.
+		breakRepo, fix func(f *fixture)
+	}{
+		{"unreadable revisions",
+			func(f *fixture) { f.repo.breakNew = true },
+			func(f *fixture) { f.repo.breakNew = false }},
+		{"failed build",
+			func(f *fixture) { f.b.fail.Store("iris") },
+			func(f *fixture) { f.b.fail.Store("") }},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFixture(t, servingtest.NewMemory(), NewClaims(), "models")
+			f.push(merge(files("iris", "direct", "w1"), files("wine", "direct", "w1")))
+			v1 := f.model("iris").Desired
+			tc.breakRepo(f)
+			// The model change lands while things are broken, and another
+			// commit after it.
+			f.push(map[string]string{"iris/model/model.pkl": "w2"})
+			f.push(map[string]string{"README.md": "still broken"})
+			if f.served("iris")[v1] != 100 {
+				t.Fatalf("while broken, iris serves %v; want the last good %s", f.served("iris"), v1)
+			}
+			tc.fix(f)
+			f.push(map[string]string{"wine/model/model.pkl": "w2"}) // touches another model only
+			m := f.model("iris")
+			if m.Desired == v1 || f.served("iris")[m.Desired] != 100 {
+				t.Fatalf("after the fix HEAD has iris w2 but desired %s (v1 %s) serves %v; error %q",
+					m.Desired, v1, f.served("iris"), m.LastError)
+			}
+			if c, _ := serving.Find(m.Conditions, serving.Degraded); c.Status == serving.True {
+				t.Fatalf("iris still degraded after the fix: %+v", c)
+			}
+			if st := f.rec.Status(); st.Error != "" {
+				t.Fatalf("repo error after the fix: %q", st.Error)
+			}
+		})
+	}
+}
