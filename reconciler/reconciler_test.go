@@ -160,6 +160,13 @@ type fixture struct {
 
 func newFixture(t *testing.T, target serving.Target, claims *Claims, name string) *fixture {
 	t.Helper()
+	return newFixtureFrom(t, target, claims, name, nil, nil)
+}
+
+// newFixtureFrom is newFixture reading src (the fake repo when nil) with
+// the search paths given.
+func newFixtureFrom(t *testing.T, target serving.Target, claims *Claims, name string, src Source, paths []string) *fixture {
+	t.Helper()
 	bundles := t.TempDir()
 	real, err := builder.New(bundles)
 	if err != nil {
@@ -169,8 +176,11 @@ func newFixture(t *testing.T, target serving.Target, claims *Claims, name string
 	if m, ok := target.(*servingtest.Memory); ok {
 		f.mem = m
 	}
-	f.rec, err = New(t.Context(), Config{Repo: name, StateDir: t.TempDir(), Tick: time.Hour, TargetName: "test"},
-		f.repo, target, f.b, nil, claims, slog.New(slog.DiscardHandler))
+	if src == nil {
+		src = f.repo
+	}
+	f.rec, err = New(t.Context(), Config{Repo: name, StateDir: t.TempDir(), Tick: time.Hour, TargetName: "test", Paths: paths},
+		src, target, f.b, nil, claims, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -180,8 +190,14 @@ func newFixture(t *testing.T, target serving.Target, claims *Claims, name string
 // push delivers a commit and runs the loop until its builds landed.
 func (f *fixture) push(changes map[string]string) {
 	f.t.Helper()
+	f.deliver(f.repo.commit(changes))
+}
+
+// deliver reconciles ev and runs the loop until its builds landed.
+func (f *fixture) deliver(ev gitsource.Event) {
+	f.t.Helper()
 	ctx := f.t.Context()
-	f.rec.reconcileRevision(ctx, f.repo.commit(changes))
+	f.rec.reconcileRevision(ctx, ev)
 	f.drainBuilds()
 	f.rec.stepAll(ctx)
 	f.rec.publish()
