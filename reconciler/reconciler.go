@@ -130,9 +130,7 @@ func New(ctx context.Context, cfg Config, src Source, t serving.Target, b Builde
 	}
 	cfg.Builds = cmp.Or(cfg.Builds, 2)
 	cfg.TargetName = cmp.Or(cfg.TargetName, "this")
-	if len(cfg.Paths) == 0 {
-		cfg.Paths = []string{"."}
-	}
+	cfg.Paths = CleanPaths(cfg.Paths)
 	if claims == nil {
 		claims = NewClaims()
 	}
@@ -209,6 +207,14 @@ func (r *Reconciler) reconcileRevision(ctx context.Context, ev gitsource.Event) 
 	if err != nil {
 		r.setRepoError(fmt.Sprintf("read %s: %v", short(sha), err))
 		r.state.ResyncAll = true // what changed meanwhile is compared with the last good revision
+		return
+	}
+	if err := checkPaths(tree, r.cfg.Paths); err != nil {
+		// A mistyped path must not look like a repository with no models
+		// (which would delete them all): nothing is reconciled until it is
+		// fixed.
+		r.setRepoError(fmt.Sprintf("at %s: %v", short(sha), err))
+		r.state.ResyncAll = true
 		return
 	}
 	files, err := manifest.Load(tree, r.cfg.Paths...)
@@ -293,6 +299,46 @@ func (r *Reconciler) declare(ctx context.Context, tree fs.FS, m *manifest.Model,
 		return
 	}
 	r.startBuild(ctx, tree, dir, settings, m, sha, ms)
+}
+
+// CleanPaths returns search paths as fs.FS paths: "models/", "./models"
+// and "models" are the same directory; none means the whole repository.
+// Malformed paths (absolute, leaving the repository) are kept as written,
+// for checkPaths to report.
+func CleanPaths(paths []string) []string {
+	if len(paths) == 0 {
+		return []string{"."}
+	}
+	out := make([]string, 0, len(paths))
+	for _, p := range paths {
+		if c := path.Clean(strings.TrimSpace(p)); fs.ValidPath(c) {
+			p = c
+		}
+		if !slices.Contains(out, p) {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// checkPaths reports a search path that is malformed or names no
+// directory of the tree.
+func checkPaths(tree fs.FS, paths []string) error {
+	for _, p := range paths {
+		if !fs.ValidPath(p) {
+			return fmt.Errorf("paths: %q must be a directory inside the repository (relative, without ..)", p)
+		}
+		st, err := fs.Stat(tree, p)
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
+			return fmt.Errorf("paths: %q does not exist in the repository", p)
+		case err != nil:
+			return fmt.Errorf("paths: %w", err)
+		case !st.IsDir():
+			return fmt.Errorf("paths: %q is a file; it must be a directory", p)
+		}
+	}
+	return nil
 }
 
 // sourceDir returns the model directory of m in the repository.
