@@ -70,9 +70,17 @@ func (r *Reconciler) finishBuild(ctx context.Context, b buildResult) {
 		return
 	}
 	v := r.version(b.job.m, b.res.Digest, b.res.Bundle, b.job.sha)
-	ms.Dir, ms.Settings, ms.Desired, ms.SHA, ms.Held = b.job.dir, b.job.settings, v.ID, b.job.sha, false
-	if ms.Reason != serving.ReasonServing {
+	ms.Dir, ms.Settings, ms.Desired, ms.SHA = b.job.dir, b.job.settings, v.ID, b.job.sha
+	switch {
+	case ms.Held && (ms.Reason == serving.ReasonManifest || ms.Reason == serving.ReasonSource):
+		// The manifest broke after this build started: the build is of a
+		// good revision, but the head is still broken and must say so
+		// (Resync, set then, builds the fixed head again).
+	case ms.Reason != serving.ReasonServing:
+		ms.Held = false
 		ms.setError("", "")
+	default:
+		ms.Held = false
 	}
 	ms.Versions[v.ID] = v
 	r.log.Info("built model", "model", ms.Name, "version", v.ID, "took", b.took.Round(time.Millisecond))

@@ -54,3 +54,30 @@ func TestNoChangeLostAfterFailure(t *testing.T) {
 		})
 	}
 }
+
+// TestBuildLandingOnBrokenManifest: a build started before the model's
+// manifest broke lands after it: the model stays held with the manifest's
+// error (the status must not look healthy while HEAD is broken), and the
+// fix builds it again.
+func TestBuildLandingOnBrokenManifest(t *testing.T) {
+	f := newFixture(t, servingtest.NewMemory(), NewClaims(), "models")
+	f.push(files("iris", "direct", "w1"))
+	ctx := t.Context()
+	f.b.hold, f.b.gate = "iris", make(chan struct{})
+	f.rec.reconcileRevision(ctx, f.repo.commit(map[string]string{"iris/model/model.pkl": "w2"}))
+	f.rec.reconcileRevision(ctx, f.repo.commit(map[string]string{"iris/merlin.yaml": model("iris", "direct", "  replica: 2")}))
+	close(f.b.gate)
+	f.drainBuilds()
+	f.rec.stepAll(ctx)
+	f.rec.publish()
+	m := f.model("iris")
+	if c, _ := serving.Find(m.Conditions, serving.Degraded); !m.Held || c.Status != serving.True || c.Reason != serving.ReasonManifest {
+		t.Fatalf("after a build landed on a broken manifest: held %v, degraded %+v", m.Held, c)
+	}
+	f.b.hold = ""
+	f.push(map[string]string{"iris/merlin.yaml": model("iris", "direct", "  protocol: v1")})
+	m = f.model("iris")
+	if c, _ := serving.Find(m.Conditions, serving.Degraded); m.Held || c.Status == serving.True || f.served("iris")[m.Desired] != 100 || m.Commit != f.repo.head {
+		t.Fatalf("after the fix: held %v, degraded %+v, desired %s from %s (head %s), served %v", m.Held, c, m.Desired, m.Commit, f.repo.head, f.served("iris"))
+	}
+}
