@@ -1,6 +1,7 @@
 package reconciler
 
 import (
+	"log/slog"
 	"testing"
 
 	"merlin.dev/merlin/serving"
@@ -24,6 +25,12 @@ func TestNoChangeLostAfterFailure(t *testing.T) {
 		{"failed build",
 			func(f *fixture) { f.b.fail.Store("iris") },
 			func(f *fixture) { f.b.fail.Store("") }},
+		{"unreadable revisions, restart",
+			func(f *fixture) { f.repo.breakNew = true },
+			func(f *fixture) { f.repo.breakNew = false; f.restart() }},
+		{"failed build, restart",
+			func(f *fixture) { f.b.fail.Store("iris") },
+			func(f *fixture) { f.b.fail.Store(""); f.restart() }},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -80,4 +87,16 @@ func TestBuildLandingOnBrokenManifest(t *testing.T) {
 	if c, _ := serving.Find(m.Conditions, serving.Degraded); m.Held || c.Status == serving.True || f.served("iris")[m.Desired] != 100 || m.Commit != f.repo.head {
 		t.Fatalf("after the fix: held %v, degraded %+v, desired %s from %s (head %s), served %v", m.Held, c, m.Desired, m.Commit, f.repo.head, f.served("iris"))
 	}
+}
+
+// restart replaces the reconciler with a new one that loads the state the
+// old one saved, as after a daemon restart.
+func (f *fixture) restart() {
+	f.t.Helper()
+	f.rec.save(f.t.Context())
+	rec, err := New(f.t.Context(), f.rec.cfg, f.rec.src, f.rec.target, f.b, nil, NewClaims(), slog.New(slog.DiscardHandler))
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	f.rec = rec
 }

@@ -1,6 +1,7 @@
 package reconciler
 
 import (
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -59,7 +60,7 @@ func TestUnreadableManifest(t *testing.T) {
 // repository, read by gitsource.
 func TestUnreadableManifestRealGit(t *testing.T) {
 	g := gittest.NewRepo(t)
-	g.Commit("three models", merge(files("iris", "direct", "w1"), files("wine", "direct", "w1"), files("rf", "direct", "w1")))
+	g.Commit("four models", merge(files("iris", "direct", "w1"), files("wine", "direct", "w1"), files("svm", "direct", "w1"), files("rf", "direct", "w1")))
 	src, err := gitsource.New(gitsource.Config{Name: "models", URL: g.Bare, Branch: gittest.Branch, CacheDir: t.TempDir()}, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
@@ -80,15 +81,16 @@ func TestUnreadableManifestRealGit(t *testing.T) {
 		prev = rev.SHA
 	}
 	fetch()
-	iris, wine, rf := f.model("iris").Desired, f.model("wine").Desired, f.model("rf").Desired
-	if iris == "" || wine == "" || rf == "" {
+	iris, wine, svm, rf := f.model("iris").Desired, f.model("wine").Desired, f.model("svm").Desired, f.model("rf").Desired
+	if iris == "" || wine == "" || svm == "" || rf == "" {
 		t.Fatalf("first revision: %+v", f.rec.Status())
 	}
 	outside := filepath.Join(t.TempDir(), "merlin.yaml")
 	if err := os.WriteFile(outside, []byte(model("wine", "direct")), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	for link, target := range map[string]string{"iris/merlin.yaml": "gone.yaml", "wine/merlin.yaml": outside} {
+	links := map[string]string{"iris/merlin.yaml": "gone.yaml", "wine/merlin.yaml": outside, "svm/merlin.yaml": "../../outside/merlin.yaml"}
+	for link, target := range links {
 		p := filepath.Join(g.Work, link)
 		if err := os.Remove(p); err != nil {
 			t.Fatal(err)
@@ -97,13 +99,14 @@ func TestUnreadableManifestRealGit(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	g.Commit("break two manifests, change rf", map[string]string{"rf/model/model.pkl": "w2"})
+	g.Commit("break three manifests, change rf", map[string]string{"rf/model/model.pkl": "w2"})
 	fetch()
 	if st := f.rec.Status(); st.Error != "" {
 		t.Fatalf("repository error %q; want errors of the two files only", st.Error)
 	}
 	checkHeldByFile(t, f, "iris", iris, "iris/merlin.yaml", `symlink to "gone.yaml": the target does not exist`)
-	checkHeldByFile(t, f, "wine", wine, "wine/merlin.yaml", "points outside the repository")
+	checkHeldByFile(t, f, "wine", wine, "wine/merlin.yaml", fmt.Sprintf("symlink to %q points outside the repository", outside))
+	checkHeldByFile(t, f, "svm", svm, "svm/merlin.yaml", `symlink to "../../outside/merlin.yaml" points outside the repository`)
 	if m := f.model("rf"); m.Desired == rf || f.served("rf")[m.Desired] != 100 {
 		t.Errorf("rf did not deploy its new weights: desired %s (was %s), served %v", m.Desired, rf, f.served("rf"))
 	}
