@@ -100,3 +100,17 @@ func (f *fixture) restart() {
 	}
 	f.rec = rec
 }
+
+// TestMissedRevision: an event whose previous revision is not the one the
+// reconciler last reconciled (its state was saved by another replica, or
+// a save failed) is compared with the state's revision, not the poller's.
+func TestMissedRevision(t *testing.T) {
+	f := newFixture(t, servingtest.NewMemory(), NewClaims(), "models")
+	f.push(merge(files("iris", "direct", "w1"), files("wine", "direct", "w1")))
+	v1 := f.model("iris").Desired
+	f.repo.commit(map[string]string{"iris/model/model.pkl": "w2"}) // never delivered to this reconciler
+	f.push(map[string]string{"wine/model/model.pkl": "w2"})
+	if m := f.model("iris"); m.Desired == v1 || f.served("iris")[m.Desired] != 100 {
+		t.Fatalf("iris changed in a revision this reconciler did not see: desired %s (v1 %s), served %v", m.Desired, v1, f.served("iris"))
+	}
+}
