@@ -258,6 +258,8 @@ func TestPollerRunAgainDeliversHead(t *testing.T) {
 			t.Errorf("term %d: the head was not delivered", term)
 		}
 		cancel()
-		<-done
+		if err := <-done; !errors.Is(err, context.Canceled) {
+			t.Errorf("term %d: Run = %v, want context.Canceled", term, err)
+		}
 	}
 }
