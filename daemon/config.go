@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"fmt"
 	"os"
+	"path"
 	"regexp"
 	"strings"
 	"time"
@@ -185,6 +186,22 @@ func (c *Config) defaults() {
 	}
 }
 
+// checkSearchPath says what is wrong with a repositories[].paths entry, or
+// "". "models", "models/" and "./models" are the same directory.
+func checkSearchPath(p string) string {
+	switch c := path.Clean(strings.TrimSpace(p)); {
+	case strings.TrimSpace(p) == "":
+		return "is empty; omit paths to search the whole repository"
+	case path.IsAbs(c):
+		return "must be relative to the repository root, not absolute"
+	case c == ".." || strings.HasPrefix(c, "../"):
+		return "leaves the repository"
+	case strings.Contains(p, `\`):
+		return "must use / as the separator"
+	}
+	return ""
+}
+
 // validate checks everything but the kubernetes block.
 func (c *Config) validate() []fieldProblem {
 	var problems []fieldProblem
@@ -200,6 +217,11 @@ func (c *Config) validate() []fieldProblem {
 			add(at+".url", "is required")
 		case r.Interval.D() < time.Second:
 			add(at+".interval", "must be at least 1s")
+		}
+		for j, p := range r.Paths {
+			if msg := checkSearchPath(p); msg != "" {
+				add(fmt.Sprintf("%s.paths[%d]", at, j), "%q %s", p, msg)
+			}
 		}
 		for j := range i {
 			if c.Repositories[j].Name == r.Name {

@@ -4,6 +4,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"merlin.dev/merlin/reconciler"
 )
 
 func TestConfigDefaults(t *testing.T) {
@@ -39,6 +41,12 @@ func TestConfigErrorsArePositioned(t *testing.T) {
 			[]string{"c.yaml:2:1: metrics.url: is required for the prometheus provider"}},
 		{"unknown field", "repositories: [{name: a, url: /x, brnach: dev}]\n",
 			[]string{`c.yaml:1:35: repositories[0].brnach: unknown field`}},
+		{"absolute path", "repositories:\n  - name: a\n    url: /x\n    paths: [models, /srv/models]\n",
+			[]string{`c.yaml:4:21: repositories[0].paths[1]: "/srv/models" must be relative to the repository root`}},
+		{"path leaves the repository", "repositories:\n  - name: a\n    url: /x\n    paths:\n      - ./models/../../other\n",
+			[]string{`c.yaml:5:9: repositories[0].paths[0]: "./models/../../other" leaves the repository`}},
+		{"empty path", "repositories: [{name: a, url: /x, paths: [\"\"]}]\n",
+			[]string{`c.yaml:1:43: repositories[0].paths[0]: "" is empty`}},
 		{"several at once", "repositories:\n  - {name: A, url: /x}\ntarget: cloud\n",
 			[]string{`c.yaml:2:12: repositories[0].name`, `c.yaml:3:9: target`}},
 	}
@@ -54,5 +62,17 @@ func TestConfigErrorsArePositioned(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestConfigPathsAsWritten: the forms SPEC §3 and people use are accepted
+// (the reconciler reads them as the same directory).
+func TestConfigPathsAsWritten(t *testing.T) {
+	c, err := ParseConfig("c.yaml", []byte("repositories:\n  - {name: a, url: /x, paths: [\"models/\", ./models, models, ./a/b/, .]}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := reconciler.CleanPaths(c.Repositories[0].Paths); strings.Join(got, " ") != "models a/b ." {
+		t.Fatalf("paths read as %q", got)
 	}
 }

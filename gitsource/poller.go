@@ -115,11 +115,15 @@ func (p *Poller) Status() Status {
 	return p.status
 }
 
-// Run polls until ctx ends, sending each new revision on events. Call it
-// once per Poller (not concurrently). Sends
-// block, so a slow consumer delays polling rather than losing events; each
-// event's Changed is relative to the previous event. Run returns ctx.Err().
+// Run polls until ctx ends, sending each new revision on events. Do not
+// call it concurrently. Sends block, so a slow consumer delays polling
+// rather than losing events; each event's Changed is relative to the
+// previous event. Each Run starts afresh: its first event is the head with
+// Full set, even when an earlier Run delivered it, because the consumer
+// may be new (the daemon starts new reconcilers each leadership term).
+// Run returns ctx.Err().
 func (p *Poller) Run(ctx context.Context, events chan<- Event) error {
+	p.last = ""
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	for {

@@ -233,3 +233,33 @@ func BenchmarkHeadFetch(b *testing.B) {
 		mustFetch(b, src, sha)
 	}
 }
+
+// TestPollerRunAgainDeliversHead: a second Run (a new leadership term, a
+// new consumer) delivers the head again, in full, although an earlier Run
+// delivered it.
+func TestPollerRunAgainDeliversHead(t *testing.T) {
+	t.Parallel()
+	repo := gittest.NewRepo(t)
+	_, url := gittest.StartDaemon(t, repo)
+	head := repo.Commit("first", map[string]string{"m/a": "1"})
+	src, _ := newSource(t, url, nil)
+	p := fastPoller(src)
+	for term := range 2 {
+		ctx, cancel := context.WithCancel(context.Background())
+		events := make(chan Event)
+		done := make(chan error, 1)
+		go func() { done <- p.Run(ctx, events) }()
+		select {
+		case ev := <-events:
+			if ev.Revision.SHA != head || !ev.Full || ev.Previous != "" {
+				t.Errorf("term %d: first event %+v, want the head in full", term, ev)
+			}
+		case <-time.After(15 * time.Second):
+			t.Errorf("term %d: the head was not delivered", term)
+		}
+		cancel()
+		if err := <-done; !errors.Is(err, context.Canceled) {
+			t.Errorf("term %d: Run = %v, want context.Canceled", term, err)
+		}
+	}
+}

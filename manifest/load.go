@@ -80,7 +80,10 @@ func CheckUnique(files []*File) {
 // Load finds every merlin.yaml under roots (directories in fsys; "." for
 // all of it), parses and checks them, and returns the files in path order.
 // Error names are fsys paths, i.e. repository-relative. The returned error
-// is only for I/O; manifest problems are in the files.
+// is only for I/O that fails for the whole tree; manifest problems, and a
+// manifest that cannot be read (a dangling symlink, one pointing outside
+// the repository), are in the files, so that one bad file stops only the
+// models it declares.
 func Load(fsys fs.FS, roots ...string) ([]*File, error) {
 	if len(roots) == 0 {
 		roots = []string{"."}
@@ -99,7 +102,11 @@ func Load(fsys fs.FS, roots ...string) ([]*File, error) {
 			seen[name] = true
 			f, err := ReadFile(fsys, name, name)
 			if err != nil {
-				return nil, err
+				e := unreadable(fsys, name, err)
+				if e == nil {
+					return nil, err
+				}
+				f = &File{Name: name, Errors: ErrorList{e}}
 			}
 			files = append(files, f)
 		}
@@ -150,4 +157,32 @@ func Find(fsys fs.FS, root string) ([]string, error) {
 		return nil, fmt.Errorf("find manifests under %s: %w", root, err)
 	}
 	return names, nil
+}
+
+// unreadable is the file error for a manifest that cannot be read, or nil
+// when err is not the file's fault (the tree itself cannot be read).
+func unreadable(fsys fs.FS, name string, err error) *Error {
+	fail := func(format string, args ...any) *Error {
+		return &Error{File: name, Line: 1, Column: 1, Message: fmt.Sprintf(format, args...)}
+	}
+	if st, lerr := fs.Lstat(fsys, name); lerr == nil && st.Mode()&fs.ModeSymlink != 0 {
+		target, rerr := fs.ReadLink(fsys, name)
+		switch {
+		case rerr != nil:
+			return fail("cannot read the symlink: %v", rerr)
+		case path.IsAbs(target):
+			return fail("symlink to %q points outside the repository", target)
+		}
+		if _, ok := SourceDir(path.Dir(name), target); !ok {
+			return fail("symlink to %q points outside the repository", target)
+		}
+		if errors.Is(err, fs.ErrNotExist) {
+			return fail("symlink to %q: the target does not exist", target)
+		}
+		return fail("symlink to %q cannot be read: %v", target, errors.Unwrap(err))
+	}
+	if errors.Is(err, fs.ErrNotExist) || errors.Is(err, fs.ErrInvalid) || errors.Is(err, fs.ErrPermission) {
+		return fail("cannot read: %v", err)
+	}
+	return nil
 }

@@ -61,15 +61,26 @@ func (r *Reconciler) finishBuild(ctx context.Context, b buildResult) {
 	}
 	ms.building, ms.BuildPending = 0, false
 	if b.err != nil {
-		ms.Held = true
+		// Files changed by this revision are not in the next diff: the next
+		// revision builds the model again whatever it changes, so a
+		// transient failure does not leave HEAD undeployed for good.
+		ms.Held, ms.Resync = true, true
 		ms.setError(serving.ReasonBuild, b.err.Error())
 		r.log.Warn("build failed; keeping the last good version", "model", ms.Name, "err", b.err)
 		return
 	}
 	v := r.version(b.job.m, b.res.Digest, b.res.Bundle, b.job.sha)
-	ms.Dir, ms.Settings, ms.Desired, ms.SHA, ms.Held = b.job.dir, b.job.settings, v.ID, b.job.sha, false
-	if ms.Reason != serving.ReasonServing {
+	ms.Dir, ms.Settings, ms.Desired, ms.SHA = b.job.dir, b.job.settings, v.ID, b.job.sha
+	switch {
+	case ms.Held && (ms.Reason == serving.ReasonManifest || ms.Reason == serving.ReasonSource):
+		// The manifest broke after this build started: the build is of a
+		// good revision, but the head is still broken and must say so
+		// (Resync, set then, builds the fixed head again).
+	case ms.Reason != serving.ReasonServing:
+		ms.Held = false
 		ms.setError("", "")
+	default:
+		ms.Held = false
 	}
 	ms.Versions[v.ID] = v
 	r.log.Info("built model", "model", ms.Name, "version", v.ID, "took", b.took.Round(time.Millisecond))

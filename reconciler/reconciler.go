@@ -130,9 +130,7 @@ func New(ctx context.Context, cfg Config, src Source, t serving.Target, b Builde
 	}
 	cfg.Builds = cmp.Or(cfg.Builds, 2)
 	cfg.TargetName = cmp.Or(cfg.TargetName, "this")
-	if len(cfg.Paths) == 0 {
-		cfg.Paths = []string{"."}
-	}
+	cfg.Paths = CleanPaths(cfg.Paths)
 	if claims == nil {
 		claims = NewClaims()
 	}
@@ -197,18 +195,19 @@ func (r *Reconciler) Run(ctx context.Context, events <-chan gitsource.Event) err
 func (r *Reconciler) reconcileRevision(ctx context.Context, ev gitsource.Event) {
 	sha := ev.Revision.SHA
 	log := r.log.With("sha", short(sha))
-	changed, full := ev.Changed, ev.Full || r.state.ResyncAll
-	if full && r.state.SHA != "" && r.state.SHA != sha {
-		// After a restart the poller starts from scratch; diff against the
-		// last revision this reconciler saw, if the store still has it.
-		if paths, f, err := r.src.ChangedFull(ctx, r.state.SHA, sha); err == nil {
-			changed, full = paths, f
-		}
-	}
+	changed, full := r.changedSince(ctx, ev)
 	tree, err := r.src.Tree(sha)
 	if err != nil {
 		r.setRepoError(fmt.Sprintf("read %s: %v", short(sha), err))
 		r.state.ResyncAll = true // what changed meanwhile is compared with the last good revision
+		return
+	}
+	if err := checkPaths(tree, r.cfg.Paths); err != nil {
+		// A mistyped path must not look like a repository with no models
+		// (which would delete them all): nothing is reconciled until it is
+		// fixed.
+		r.setRepoError(fmt.Sprintf("at %s: %v", short(sha), err))
+		r.state.ResyncAll = true
 		return
 	}
 	files, err := manifest.Load(tree, r.cfg.Paths...)
@@ -245,6 +244,29 @@ func (r *Reconciler) reconcileRevision(ctx context.Context, ev gitsource.Event) 
 	r.prune(ctx, declared)
 	r.state.SHA = sha
 	log.Info("reconciled revision", "models", len(declared), "changed", len(changed), "full", full)
+}
+
+// changedSince returns the paths changed between the last revision this
+// reconciler reconciled and ev's, or full when it cannot tell. The
+// poller's diff is relative to the revision it delivered before, which is
+// the same only when that one was reconciled: after a revision that
+// failed, a restart (the poller starts from scratch) or a leadership
+// change (the state was saved by another replica), the diff is recomputed
+// from the state's revision, so that no change in between is lost.
+func (r *Reconciler) changedSince(ctx context.Context, ev gitsource.Event) ([]string, bool) {
+	last, sha := r.state.SHA, ev.Revision.SHA
+	if last == "" || (last == ev.Previous && !ev.Full && !r.state.ResyncAll) {
+		return ev.Changed, ev.Full || r.state.ResyncAll
+	}
+	if last == sha {
+		return ev.Changed, true
+	}
+	paths, full, err := r.src.ChangedFull(ctx, last, sha)
+	if err != nil {
+		r.log.Warn("cannot diff with the last reconciled revision; rebuilding everything", "from", short(last), "err", err)
+		return ev.Changed, true
+	}
+	return paths, full
 }
 
 // declare takes a model declared at the head: a broken manifest holds it;

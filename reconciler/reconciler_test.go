@@ -2,10 +2,12 @@ package reconciler
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io/fs"
 	"log/slog"
 	"maps"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -27,9 +29,15 @@ type repo struct {
 	trees map[string]fstest.MapFS
 	head  string
 	n     int
+	// unreadable are revisions whose tree cannot be read (a store error);
+	// while breakNew is set, every new commit is one.
+	unreadable map[string]bool
+	breakNew   bool
 }
 
-func newRepo() *repo { return &repo{trees: map[string]fstest.MapFS{}} }
+func newRepo() *repo {
+	return &repo{trees: map[string]fstest.MapFS{}, unreadable: map[string]bool{}}
+}
 
 // commit applies changes (path → content, "" deletes) to the head's tree
 // and returns the event a poller would deliver.
@@ -41,16 +49,20 @@ func (r *repo) commit(changes map[string]string) gitsource.Event {
 	var changed []string
 	for p, content := range changes {
 		changed = append(changed, p)
-		if content == "" {
+		switch target, link := strings.CutPrefix(content, "-> "); {
+		case content == "":
 			delete(tree, p)
-			continue
+		case link:
+			tree[p] = &fstest.MapFile{Data: []byte(target), Mode: fs.ModeSymlink | 0o777}
+		default:
+			tree[p] = &fstest.MapFile{Data: []byte(content), Mode: 0o644}
 		}
-		tree[p] = &fstest.MapFile{Data: []byte(content), Mode: 0o644}
 	}
 	r.n++
 	sha := fmt.Sprintf("%040x", r.n)
 	ev := gitsource.Event{Revision: gitsource.Revision{SHA: sha}, Previous: r.head, Changed: changed, Full: r.head == ""}
 	r.trees[sha], r.head = tree, sha
+	r.unreadable[sha] = r.breakNew
 	return ev
 }
 
@@ -58,14 +70,38 @@ func (r *repo) Tree(sha string) (fs.FS, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	t, ok := r.trees[sha]
-	if !ok {
+	if !ok || r.unreadable[sha] {
 		return nil, fmt.Errorf("no commit %s", sha)
 	}
 	return t, nil
 }
 
-func (r *repo) ChangedFull(context.Context, string, string) ([]string, bool, error) {
-	return nil, true, nil
+// ChangedFull diffs two trees as gitsource does: every path whose content
+// or mode differs; every path of to when from is unknown.
+func (r *repo) ChangedFull(_ context.Context, from, to string) ([]string, bool, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	a, okA := r.trees[from]
+	b, ok := r.trees[to]
+	if !ok {
+		return nil, false, fmt.Errorf("no commit %s", to)
+	}
+	if !okA {
+		return slices.Sorted(maps.Keys(b)), true, nil
+	}
+	var out []string
+	for p, fb := range b {
+		if fa, ok := a[p]; !ok || string(fa.Data) != string(fb.Data) || fa.Mode != fb.Mode {
+			out = append(out, p)
+		}
+	}
+	for p := range a {
+		if _, ok := b[p]; !ok {
+			out = append(out, p)
+		}
+	}
+	slices.Sort(out)
+	return out, false, nil
 }
 
 // countingBuilder counts builds and can hold the builds of one model.
@@ -74,11 +110,15 @@ type countingBuilder struct {
 	builds atomic.Int64
 	hold   string        // model whose builds wait for release
 	gate   chan struct{} // closed to release them
+	fail   atomic.Value  // string: model whose builds fail (a transient error)
 }
 
 func (b *countingBuilder) Build(fsys fs.FS, dir string, m *manifest.Model) (builder.Result, error) {
 	if b.hold != "" && m.Metadata.Name == b.hold {
 		<-b.gate
+	}
+	if name, _ := b.fail.Load().(string); name != "" && name == m.Metadata.Name {
+		return builder.Result{}, errors.New("write bundle: no space left on device")
 	}
 	b.builds.Add(1)
 	return b.real.Build(fsys, dir, m)
@@ -120,6 +160,13 @@ type fixture struct {
 
 func newFixture(t *testing.T, target serving.Target, claims *Claims, name string) *fixture {
 	t.Helper()
+	return newFixtureFrom(t, target, claims, name, nil, nil)
+}
+
+// newFixtureFrom is newFixture reading src (the fake repo when nil) with
+// the search paths given.
+func newFixtureFrom(t *testing.T, target serving.Target, claims *Claims, name string, src Source, paths []string) *fixture {
+	t.Helper()
 	bundles := t.TempDir()
 	real, err := builder.New(bundles)
 	if err != nil {
@@ -129,8 +176,11 @@ func newFixture(t *testing.T, target serving.Target, claims *Claims, name string
 	if m, ok := target.(*servingtest.Memory); ok {
 		f.mem = m
 	}
-	f.rec, err = New(t.Context(), Config{Repo: name, StateDir: t.TempDir(), Tick: time.Hour, TargetName: "test"},
-		f.repo, target, f.b, nil, claims, slog.New(slog.DiscardHandler))
+	if src == nil {
+		src = f.repo
+	}
+	f.rec, err = New(t.Context(), Config{Repo: name, StateDir: t.TempDir(), Tick: time.Hour, TargetName: "test", Paths: paths},
+		src, target, f.b, nil, claims, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -140,8 +190,14 @@ func newFixture(t *testing.T, target serving.Target, claims *Claims, name string
 // push delivers a commit and runs the loop until its builds landed.
 func (f *fixture) push(changes map[string]string) {
 	f.t.Helper()
+	f.deliver(f.repo.commit(changes))
+}
+
+// deliver reconciles ev and runs the loop until its builds landed.
+func (f *fixture) deliver(ev gitsource.Event) {
+	f.t.Helper()
 	ctx := f.t.Context()
-	f.rec.reconcileRevision(ctx, f.repo.commit(changes))
+	f.rec.reconcileRevision(ctx, ev)
 	f.drainBuilds()
 	f.rec.stepAll(ctx)
 	f.rec.publish()

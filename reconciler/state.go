@@ -59,9 +59,9 @@ type modelState struct {
 	// until its result is taken, so that a build interrupted by a restart
 	// is started again.
 	BuildPending bool `json:"buildPending,omitempty"`
-	// Resync is set while the model's manifest or source is broken: files
-	// changed meanwhile are not in the next diff, so the next good
-	// revision rebuilds it whatever changed.
+	// Resync is set while the model's manifest or source is broken, or
+	// after its build failed: files changed meanwhile are not in the next
+	// diff, so the next good revision rebuilds it whatever changed.
 	Resync bool `json:"resync,omitempty"`
 	// Held is set while the model's manifest is broken: the model keeps
 	// serving what it served and is not pruned.

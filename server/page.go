@@ -16,6 +16,11 @@ code{background:#f4f4f4;padding:1px 4px}
 </style></head><body>
 <h1>Merlin</h1>
 <p>{{len .Models}} models · <a href="/api/v1/models">/api/v1/models</a> · <a href="/api/v1/repos">/api/v1/repos</a> · <a href="/metrics">/metrics</a> · {{.Version}}</p>
+{{range .Repos}}{{if or .Error .FileErrors (and .Git .Git.LastError)}}<table><tr><th>repository <b>{{.Repo}}</b>{{with .SHA}} <small>at {{printf "%.12s" .}}</small>{{end}}</th></tr>
+{{if .Error}}<tr><td class="err">{{.Error}}</td></tr>{{end}}
+{{with .Git}}{{if .LastError}}<tr><td class="err">git: {{.LastError}}</td></tr>{{end}}{{end}}
+{{range $file, $msg := .FileErrors}}<tr><td><small>{{$file}}</small><div class="err">{{$msg}}</div></td></tr>{{end}}
+</table>{{end}}{{end}}
 <table><tr><th>model</th><th>phase</th><th>versions</th><th>last analysis</th><th>commit</th></tr>
 {{range .Models}}<tr>
 <td><b>{{.Name}}</b><br><small>{{.File}}</small></td>
@@ -30,5 +35,5 @@ code{background:#f4f4f4;padding:1px 4px}
 
 func (s *Server) page(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
-	_ = pageTmpl.Execute(w, map[string]any{"Models": s.Models(), "Version": s.opts.Version})
+	_ = pageTmpl.Execute(w, map[string]any{"Models": s.Models(), "Repos": s.repos(), "Version": s.opts.Version})
 }

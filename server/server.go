@@ -141,6 +141,13 @@ type RepoView struct {
 }
 
 func (s *Server) listRepos(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]any{"repos": s.repos()})
+}
+
+// repos is every repository's view: its reconciliation (a repository
+// error stops all its models; file errors hold the models of one file)
+// and its git health.
+func (s *Server) repos() []RepoView {
 	var sources map[string]gitsource.Status
 	if s.opts.Sources != nil {
 		sources = s.opts.Sources()
@@ -157,7 +164,7 @@ func (s *Server) listRepos(w http.ResponseWriter, _ *http.Request) {
 		}
 		out = append(out, v)
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"repos": out})
+	return out
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {

@@ -129,3 +129,24 @@ func TestModelAndCommandErrors(t *testing.T) {
 		t.Errorf("refused command = %d %s, want 409", code, body)
 	}
 }
+
+// TestRepoErrorsShown: a repository error (nothing of the repository is
+// reconciled) and file errors (the models of one file are held) are on
+// the status page and in /api/v1/repos, not only in the logs.
+func TestRepoErrorsShown(t *testing.T) {
+	srv, repo := newTestServer(t)
+	repo.status.Error = `paths: "modles" does not exist at 0123456789ab`
+	repo.status.FileErrors = map[string]string{"iris/merlin.yaml": `iris/merlin.yaml:1:1: symlink to "gone.yaml": the target does not exist`}
+	_, page := do(t, "GET", srv.URL+"/")
+	_, api := do(t, "GET", srv.URL+"/api/v1/repos")
+	for _, want := range []string{`paths: &#34;modles&#34; does not exist`, `iris/merlin.yaml:1:1: symlink to &#34;gone.yaml&#34;`} {
+		if !strings.Contains(page, want) {
+			t.Errorf("status page does not show %s:\n%s", want, page)
+		}
+	}
+	for _, want := range []string{`"error":"paths: \"modles\" does not exist`, `"fileErrors":{"iris/merlin.yaml":"iris/merlin.yaml:1:1: symlink`} {
+		if !strings.Contains(api, want) {
+			t.Errorf("/api/v1/repos does not show %s: %s", want, api)
+		}
+	}
+}
