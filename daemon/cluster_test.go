@@ -97,6 +97,9 @@ func call(t *testing.T, method, url string, out any) (int, http.Header) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if method == http.MethodPost {
+		req.Header.Set("Content-Type", "application/json") // rollout commands are JSON calls
+	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
