@@ -152,8 +152,12 @@ func New(cfg *Config, opts Options) (*Daemon, error) {
 	for i, r := range d.repos {
 		repos[i] = r
 	}
-	d.api = server.New(server.Options{Repos: repos, Sources: d.sources, Gatherer: d.registry, Version: opts.Version,
-		Token: access.token, AllowedHosts: access.hosts})
+	sopts := server.Options{Repos: repos, Sources: d.sources, Gatherer: d.registry, Version: opts.Version,
+		Token: access.token, AllowedHosts: access.hosts}
+	if d.elector != nil {
+		sopts.Gate = d.leaderOnly
+	}
+	d.api = server.New(sopts)
 	if err := d.listen(); err != nil {
 		return nil, err
 	}
@@ -294,12 +298,8 @@ func (d *Daemon) listen() error {
 		d.servers = append(d.servers, &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute})
 		return nil
 	}
-	var api http.Handler = d.api
-	if d.elector != nil {
-		api = d.leaderOnly(api)
-	}
 	if d.local == nil {
-		return serve(cmp.Or(d.opts.CombinedListen, d.cfg.Server.Listen), api)
+		return serve(cmp.Or(d.opts.CombinedListen, d.cfg.Server.Listen), d.api)
 	}
 	if d.opts.CombinedListen != "" {
 		mux := http.NewServeMux()
