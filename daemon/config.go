@@ -237,15 +237,23 @@ func (c *Config) validate() []fieldProblem {
 	if c.Metrics.Provider == "prometheus" && c.Metrics.URL == "" {
 		add("metrics.url", "is required for the prometheus provider")
 	}
-	if _, _, err := net.SplitHostPort(c.Server.Listen); err != nil {
-		add("server.listen", "%q must be host:port", c.Server.Listen)
+	return append(problems, c.Server.validate()...)
+}
+
+func (s Server) validate() []fieldProblem {
+	var problems []fieldProblem
+	add := func(field, format string, args ...any) {
+		problems = append(problems, fieldProblem{"server." + field, fmt.Sprintf(format, args...)})
 	}
-	if c.Server.TokenEnv != "" && !envName.MatchString(c.Server.TokenEnv) {
-		add("server.tokenEnv", "%q must be the name of an environment variable, not the token", c.Server.TokenEnv)
+	if _, _, err := net.SplitHostPort(s.Listen); err != nil {
+		add("listen", "%q must be host:port", s.Listen)
 	}
-	for i, h := range c.Server.AllowedHosts {
+	if s.TokenEnv != "" && !envName.MatchString(s.TokenEnv) {
+		add("tokenEnv", "%q must be the name of an environment variable, not the token", s.TokenEnv)
+	}
+	for i, h := range s.AllowedHosts {
 		if h == "" || net.ParseIP(h) == nil && strings.ContainsAny(h, "/:@ []") {
-			add(fmt.Sprintf("server.allowedHosts[%d]", i), "%q must be a host name or address, without scheme or port", h)
+			add(fmt.Sprintf("allowedHosts[%d]", i), "%q must be a host name or address, without scheme or port", h)
 		}
 	}
 	return problems

@@ -12,8 +12,14 @@ import (
 	"merlin.dev/merlin/serving"
 )
 
+// answer is a response, its body read.
+type answer struct {
+	StatusCode int
+	Header     http.Header
+}
+
 // send makes one request with the given headers ("Host" sets the Host).
-func send(t *testing.T, method, url string, header map[string]string) (*http.Response, string) {
+func send(t *testing.T, method, url string, header map[string]string) (answer, string) {
 	t.Helper()
 	var body io.Reader
 	if method == http.MethodPost {
@@ -36,7 +42,7 @@ func send(t *testing.T, method, url string, header map[string]string) (*http.Res
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
-	return resp, string(b)
+	return answer{resp.StatusCode, resp.Header}, string(b)
 }
 
 const jsonType = "application/json"
