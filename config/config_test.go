@@ -168,13 +168,48 @@ func TestBuild(t *testing.T) {
 		t.Errorf("leader election needs POD_NAMESPACE and POD_NAME from the downward API; env %v", env)
 	}
 
+	apiToken(t, objs, cfg, c)
+
 	svc := typed[corev1.Service](t, find(t, objs, "Service", "merlin"))
+	if svc.Spec.Type != corev1.ServiceTypeClusterIP {
+		t.Errorf("Service type %q: the API stays inside the cluster (ClusterIP)", svc.Spec.Type)
+	}
 	if len(svc.Spec.Ports) != 1 || fmt.Sprint(svc.Spec.Ports[0].Port) != port || svc.Spec.Ports[0].TargetPort.String() != "http" {
 		t.Errorf("Service ports = %+v, want %s → http", svc.Spec.Ports, port)
 	}
 	for k, v := range svc.Spec.Selector {
 		if dep.Spec.Template.Labels[k] != v {
 			t.Errorf("Service selects %s=%s; the pods have %v", k, v, dep.Spec.Template.Labels)
+		}
+	}
+}
+
+// apiToken checks that rollout commands need a token the install does not
+// carry: server.tokenEnv names a variable the container reads from a
+// Secret the operator creates (config/README.md), and no Secret is built,
+// so that no token is ever committed.
+func apiToken(t *testing.T, objs []*unstructured.Unstructured, cfg *daemon.Config, c corev1.Container) {
+	t.Helper()
+	if host, _, _ := net.SplitHostPort(cfg.Server.Listen); cfg.Server.TokenEnv == "" {
+		t.Fatalf("server.listen %s (host %q) without server.tokenEnv: the daemon refuses to start", cfg.Server.Listen, host)
+	}
+	i := slices.IndexFunc(c.Env, func(e corev1.EnvVar) bool { return e.Name == cfg.Server.TokenEnv })
+	if i < 0 {
+		t.Fatalf("container env lacks %s (server.tokenEnv): %+v", cfg.Server.TokenEnv, c.Env)
+	}
+	switch ref := c.Env[i].ValueFrom; {
+	case c.Env[i].Value != "":
+		t.Errorf("%s has a literal value in the Deployment; it must come from a Secret", cfg.Server.TokenEnv)
+	case ref == nil || ref.SecretKeyRef == nil:
+		t.Errorf("%s is not from a Secret: %+v", cfg.Server.TokenEnv, c.Env[i])
+	case ref.SecretKeyRef.Name != "merlin-api-token" || ref.SecretKeyRef.Key != "token":
+		t.Errorf("%s from Secret %s key %s; config/README.md creates merlin-api-token key token", cfg.Server.TokenEnv, ref.SecretKeyRef.Name, ref.SecretKeyRef.Key)
+	case ref.SecretKeyRef.Optional != nil && *ref.SecretKeyRef.Optional:
+		t.Errorf("%s is optional: a pod without the token must not start", cfg.Server.TokenEnv)
+	}
+	for _, o := range objs {
+		if o.GetKind() == "Secret" {
+			t.Errorf("the build has Secret %s: tokens are created in the cluster, never committed", o.GetName())
 		}
 	}
 }

@@ -97,6 +97,9 @@ func call(t *testing.T, method, url string, out any) (int, http.Header) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if method == http.MethodPost {
+		req.Header.Set("Content-Type", "application/json") // rollout commands are JSON calls
+	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -176,8 +179,15 @@ server: {listen: "127.0.0.1:0"}
 		t.Errorf("the follower reconciled: %+v", repos)
 	}
 	var refusal map[string]string
-	if code, _ := call(t, "POST", b.api+"/api/v1/models/iris-sklearn/pause", &refusal); code != http.StatusServiceUnavailable || refusal["leader"] != a.identity() {
-		t.Errorf("follower POST pause = %d %v, want 503 naming %s", code, refusal, a.identity())
+	if code, h := call(t, "POST", b.api+"/api/v1/models/iris-sklearn/pause", &refusal); code != http.StatusServiceUnavailable || refusal["leader"] != a.identity() ||
+		h.Get("X-Frame-Options") != "DENY" {
+		t.Errorf("follower POST pause = %d %v %v, want 503 naming %s, with the security headers", code, refusal, h, a.identity())
+	}
+	// The follower's refusal comes after the API's own checks.
+	if resp, err := http.Post(b.api+"/api/v1/models/iris-sklearn/pause", "text/plain", strings.NewReader("{}")); err != nil {
+		t.Error(err)
+	} else if resp.Body.Close(); resp.StatusCode != http.StatusUnsupportedMediaType {
+		t.Errorf("follower text/plain POST = %d, want 415: the API's checks come first", resp.StatusCode)
 	}
 	poll.Until(t, time.Minute, "a's API lists the model", func() bool {
 		code, _ := call(t, "GET", a.api+"/api/v1/models/iris-sklearn", nil)

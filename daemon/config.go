@@ -3,6 +3,7 @@ package daemon
 import (
 	"cmp"
 	"fmt"
+	"net"
 	"os"
 	"path"
 	"regexp"
@@ -141,8 +142,23 @@ type IstioMetrics struct {
 }
 
 // Server configures the API, status page, webhooks and /metrics.
+//
+//	server:
+//	  listen: 127.0.0.1:9292          # default; an address beyond loopback needs tokenEnv
+//	  tokenEnv: MERLIN_API_TOKEN      # rollout commands need Authorization: Bearer $MERLIN_API_TOKEN
+//	  allowedHosts: [merlin.internal] # more Host names a loopback listener answers (behind a proxy)
+//
+// Reads (status page, GET /api/v1/..., /metrics, /healthz) stay open.
 type Server struct {
 	Listen string `yaml:"listen"`
+	// TokenEnv names the environment variable holding the bearer token
+	// that rollout commands must carry; set but empty is an error.
+	TokenEnv string `yaml:"tokenEnv"`
+	// AllowedHosts are Host names (no port) besides loopback ones and the
+	// listen host that requests may name. Checking the Host defends a
+	// loopback listener from DNS rebinding; with allowedHosts set, a
+	// listener beyond loopback is checked too.
+	AllowedHosts []string `yaml:"allowedHosts"`
 }
 
 // LoadConfig reads and checks a configuration file.
@@ -153,6 +169,8 @@ func LoadConfig(path string) (*Config, error) {
 	}
 	return ParseConfig(path, data)
 }
+
+var envName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 
 var repoName = regexp.MustCompile(`^[a-z0-9]([-a-z0-9_.]*[a-z0-9])?$`)
 
@@ -240,6 +258,25 @@ func (c *Config) validate() []fieldProblem {
 	}
 	if c.Metrics.Provider == "prometheus" && c.Metrics.URL == "" {
 		add("metrics.url", "is required for the prometheus provider")
+	}
+	return append(problems, c.Server.validate()...)
+}
+
+func (s Server) validate() []fieldProblem {
+	var problems []fieldProblem
+	add := func(field, format string, args ...any) {
+		problems = append(problems, fieldProblem{"server." + field, fmt.Sprintf(format, args...)})
+	}
+	if _, _, err := net.SplitHostPort(s.Listen); err != nil {
+		add("listen", "%q must be host:port", s.Listen)
+	}
+	if s.TokenEnv != "" && !envName.MatchString(s.TokenEnv) {
+		add("tokenEnv", "%q must be the name of an environment variable, not the token", s.TokenEnv)
+	}
+	for i, h := range s.AllowedHosts {
+		if h == "" || net.ParseIP(h) == nil && strings.ContainsAny(h, "/:@ []") {
+			add(fmt.Sprintf("allowedHosts[%d]", i), "%q must be a host name or address, without scheme or port", h)
+		}
 	}
 	return problems
 }

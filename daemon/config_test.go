@@ -47,6 +47,12 @@ func TestConfigErrorsArePositioned(t *testing.T) {
 			[]string{`c.yaml:5:9: repositories[0].paths[0]: "./models/../../other" leaves the repository`}},
 		{"empty path", "repositories: [{name: a, url: /x, paths: [\"\"]}]\n",
 			[]string{`c.yaml:1:43: repositories[0].paths[0]: "" is empty`}},
+		{"token instead of its variable", "repositories: [{name: a, url: /x}]\nserver: {tokenEnv: \"s3cret token\"}\n",
+			[]string{`c.yaml:2:20: server.tokenEnv: "s3cret token" must be the name of an environment variable`}},
+		{"allowed host with a port", "repositories: [{name: a, url: /x}]\nserver: {allowedHosts: [ok.example, \"h.example:80\"]}\n",
+			[]string{`server.allowedHosts[1]: "h.example:80" must be a host name or address, without scheme or port`}},
+		{"listen without port", "repositories: [{name: a, url: /x}]\nserver: {listen: localhost}\n",
+			[]string{`c.yaml:2:18: server.listen: "localhost" must be host:port`}},
 		{"several at once", "repositories:\n  - {name: A, url: /x}\ntarget: cloud\n",
 			[]string{`c.yaml:2:12: repositories[0].name`, `c.yaml:3:9: target`}},
 	}

@@ -102,6 +102,11 @@ func New(cfg *Config, opts Options) (*Daemon, error) {
 	if log == nil {
 		log = slog.Default()
 	}
+	// Before anything starts: a control API open to the network is refused.
+	access, err := apiAccess(cfg, opts)
+	if err != nil {
+		return nil, err
+	}
 	stateDir, err := filepath.Abs(cfg.Local.StateDir)
 	if err != nil {
 		return nil, err
@@ -162,7 +167,12 @@ func New(cfg *Config, opts Options) (*Daemon, error) {
 	for i, r := range d.repos {
 		repos[i] = r
 	}
-	d.api = server.New(server.Options{Repos: repos, Sources: d.sources, Gatherer: d.registry, Version: opts.Version})
+	sopts := server.Options{Repos: repos, Sources: d.sources, Gatherer: d.registry, Version: opts.Version,
+		Token: access.token, AllowedHosts: access.hosts}
+	if d.elector != nil {
+		sopts.Gate = d.leaderOnly
+	}
+	d.api = server.New(sopts)
 	d.serve()
 	ok = true
 	return d, nil
@@ -180,6 +190,41 @@ func (d *Daemon) abandon() {
 		ln.Close()
 	}
 	d.lock.release()
+}
+
+// access is who may call the API: the bearer token rollout commands need
+// and the Host names requests may give (none: any).
+type access struct {
+	token string
+	hosts []string
+}
+
+// apiAccess reads the API token (server.tokenEnv) and refuses an API
+// reachable beyond loopback without one: anyone who reaches the port could
+// promote or roll back. A loopback API checks the Host of every request,
+// so that a web page cannot reach it by rebinding its own DNS name to
+// 127.0.0.1.
+func apiAccess(cfg *Config, opts Options) (access, error) {
+	var a access
+	if env := cfg.Server.TokenEnv; env != "" {
+		if a.token = os.Getenv(env); a.token == "" {
+			return a, fmt.Errorf("server.tokenEnv: environment variable %s is empty; set it to the API token", env)
+		}
+	}
+	addr := cmp.Or(opts.CombinedListen, cfg.Server.Listen)
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return a, fmt.Errorf("API address %q: %w", addr, err)
+	}
+	loopback := host != "" && server.IsLoopbackHost(host)
+	if !loopback && a.token == "" {
+		return a, fmt.Errorf("the API on %s is reachable beyond this machine, and would let anyone who reaches it promote or roll back: "+
+			"set server.tokenEnv to an environment variable holding a bearer token (merlin up: export MERLIN_API_TOKEN), or listen on 127.0.0.1", addr)
+	}
+	if loopback || len(cfg.Server.AllowedHosts) > 0 {
+		a.hosts = append([]string{host}, cfg.Server.AllowedHosts...)
+	}
+	return a, nil
 }
 
 func newProvider(cfg *Config, stats *metrics.Registry) (metrics.Provider, error) {
@@ -287,11 +332,7 @@ func (d *Daemon) bind() error {
 
 // serve makes the HTTP servers of the listeners bind opened.
 func (d *Daemon) serve() {
-	var api http.Handler = d.api
-	if d.elector != nil {
-		api = d.leaderOnly(api)
-	}
-	handlers := []http.Handler{api}
+	handlers := []http.Handler{d.api}
 	switch {
 	case d.local != nil && d.opts.CombinedListen != "":
 		mux := http.NewServeMux()

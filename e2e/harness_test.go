@@ -69,6 +69,8 @@ type merlinProc struct {
 	api      string // http://host:port of the API
 	log      *testlog.Buffer
 	exited   chan struct{}
+	// env is added to merlin's environment.
+	env []string
 }
 
 // newMerlin writes a configuration watching repoURL and returns a process
@@ -109,6 +111,7 @@ func (m *merlinProc) start() {
 		m.log = &testlog.Buffer{}
 	}
 	m.cmd = exec.Command(bin, "run", "--config", m.config)
+	m.cmd.Env = append(os.Environ(), m.env...)
 	m.cmd.Stdout, m.cmd.Stderr = m.log, m.log
 	if err := m.cmd.Start(); err != nil {
 		m.t.Fatal(err)

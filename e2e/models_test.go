@@ -209,6 +209,25 @@ func irisInputs(t testing.TB) [][]float64 {
 	return irisData
 }
 
+// withAPIToken makes rollout commands need token (server.tokenEnv), which
+// merlin reads from MERLIN_API_TOKEN.
+func (m *merlinProc) withAPIToken(token string) {
+	m.t.Helper()
+	cfg, err := os.ReadFile(m.config)
+	if err != nil {
+		m.t.Fatal(err)
+	}
+	old := "server: {listen: " + strings.TrimPrefix(m.api, "http://") + "}"
+	if !strings.Contains(string(cfg), old) {
+		m.t.Fatalf("unexpected configuration:\n%s", cfg)
+	}
+	cfg = []byte(strings.Replace(string(cfg), old, strings.TrimSuffix(old, "}")+", tokenEnv: MERLIN_API_TOKEN}", 1))
+	if err := os.WriteFile(m.config, cfg, 0o644); err != nil {
+		m.t.Fatal(err)
+	}
+	m.env = append(m.env, "MERLIN_API_TOKEN="+token)
+}
+
 // withWorkers rewrites a merlin configuration to run n processes per
 // model server (the slow model serves 5 requests a second per process).
 func (m *merlinProc) withWorkers(n int) {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"os"
 	"os/exec"
 	"slices"
 	"strings"
@@ -34,7 +35,7 @@ type rolloutEnv struct {
 
 // newRolloutEnv starts a daemon over a fresh repository; workers > 0 sets
 // the processes per model server.
-func newRolloutEnv(t testing.TB, workers int) *rolloutEnv {
+func newRolloutEnv(t testing.TB, workers int, configure ...func(*merlinProc)) *rolloutEnv {
 	t.Helper()
 	requirePython(t)
 	repo := gittest.NewRepo(t)
@@ -42,6 +43,9 @@ func newRolloutEnv(t testing.TB, workers int) *rolloutEnv {
 	m := newMerlin(t, url)
 	if workers > 0 {
 		m.withWorkers(workers)
+	}
+	for _, c := range configure {
+		c(m)
 	}
 	m.start()
 	return &rolloutEnv{t: t, repo: repo, m: m}
@@ -324,10 +328,12 @@ func TestRolloutHoldsWithoutTraffic(t *testing.T) {
 }
 
 // TestRolloutManualPromotion: with promotion: manual the candidate waits
-// at its last canary step, still judged, until `merlin promote`.
+// at its last canary step, still judged, until `merlin promote`. The
+// daemon requires an API token: the CLI without it is refused.
 func TestRolloutManualPromotion(t *testing.T) {
 	t.Parallel()
-	e := newRolloutEnv(t, 0)
+	const token = "e2e-api-token"
+	e := newRolloutEnv(t, 0, func(m *merlinProc) { m.withAPIToken(token) })
 	const name = "manual"
 	stable := e.stableIris(name, manualYAML)
 	tr := startTraffic(t, e.m, name, loadRPS, loadWorkers)
@@ -345,7 +351,16 @@ func TestRolloutManualPromotion(t *testing.T) {
 	if v.Analysis == nil || v.Analysis.Verdict != "pass" {
 		t.Errorf("analysis while waiting: %+v", v.Analysis)
 	}
-	out, err := exec.Command(bin, "promote", "--addr", e.m.api, name).CombinedOutput()
+	promote := func(env ...string) ([]byte, error) {
+		cmd := exec.Command(bin, "promote", "--addr", e.m.api, name)
+		cmd.Env = append(slices.DeleteFunc(os.Environ(), func(kv string) bool { return strings.HasPrefix(kv, "MERLIN_API_TOKEN=") }), env...)
+		return cmd.CombinedOutput()
+	}
+	if out, err := promote(); err == nil || !strings.Contains(string(out), "requires an API token: set MERLIN_API_TOKEN") {
+		t.Fatalf("merlin promote without the token: %v\n%s", err, out)
+	}
+	e.holdsFor(name, 2*time.Second, waiting) // the refused command changed nothing
+	out, err := promote("MERLIN_API_TOKEN=" + token)
 	if err != nil {
 		t.Fatalf("merlin promote: %v\n%s", err, out)
 	}

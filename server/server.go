@@ -2,6 +2,12 @@
 // (/api/v1/models), rollout commands, repository status, the status page,
 // /metrics and /healthz. It reads the reconcilers and the target; it
 // decides nothing.
+//
+// Reads are open. Calls that act (rollout commands) need the bearer token
+// when one is configured, Content-Type application/json, and an Origin,
+// if any, of this server; on a loopback listener every request must name
+// a loopback or allowed Host. Every answer carries a Content-Security-Policy
+// that allows the status page its inline style and nothing else.
 package server
 
 import (
@@ -36,12 +42,25 @@ type Options struct {
 	Sources  func() map[string]gitsource.Status
 	Gatherer prometheus.Gatherer
 	Version  string
+	// Token, when set, is the bearer token that calls which act (rollout
+	// commands) must carry. Reads stay open.
+	Token string
+	// AllowedHosts, when set, limits the Host a request may name to
+	// loopback names and addresses and these (ports are ignored): a page
+	// that rebinds its own DNS name to 127.0.0.1 is refused. Set it for
+	// a loopback listener.
+	AllowedHosts []string
+	// Gate, when set, wraps the routes behind the security checks (the
+	// daemon's follower refusal), so that it sees only requests that
+	// passed them and its answers carry the security headers.
+	Gate func(http.Handler) http.Handler
 }
 
 // Server serves the API.
 type Server struct {
-	opts Options
-	mux  *http.ServeMux
+	opts    Options
+	mux     *http.ServeMux
+	handler http.Handler
 }
 
 // New returns the API server.
@@ -59,11 +78,16 @@ func New(opts Options) *Server {
 	s.mux.HandleFunc("POST /api/v1/models/{name}/{action}", s.command)
 	s.mux.HandleFunc("GET /api/v1/repos", s.listRepos)
 	s.mux.HandleFunc("GET /{$}", s.page)
+	var h http.Handler = s.mux
+	if opts.Gate != nil {
+		h = opts.Gate(h)
+	}
+	s.handler = s.secure(h)
 	return s
 }
 
 // ServeHTTP implements http.Handler.
-func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.handler.ServeHTTP(w, r) }
 
 // Models returns every model of every repository, in the one status
 // shape (serving.ModelStatus) the reconcilers publish: their state merged

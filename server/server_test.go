@@ -33,6 +33,12 @@ func (r *repoFixture) Command(_ context.Context, model string, cmd rollout.Comma
 }
 
 func newTestServer(t *testing.T) (*httptest.Server, *repoFixture) {
+	return newTestServerWith(t, Options{})
+}
+
+// newTestServerWith serves the fixture with opts (Repos and Version are
+// set here).
+func newTestServerWith(t *testing.T, opts Options) (*httptest.Server, *repoFixture) {
 	ready := serving.VersionConditions(nil, serving.StateReady, "", "", time.Now())
 	repo := &repoFixture{status: reconciler.Status{Repo: "models", Models: []serving.ModelStatus{
 		{Name: "iris", Repo: "models", File: "iris/merlin.yaml", Strategy: "canary", Phase: rollout.Progressing, Step: 2, Steps: 3,
@@ -46,7 +52,8 @@ func newTestServer(t *testing.T) (*httptest.Server, *repoFixture) {
 			Conditions: []serving.Condition{{Type: serving.Degraded, Status: serving.True, Reason: serving.ReasonManifest,
 				Message: "broken/merlin.yaml:9:3: spec.replica: unknown field"}}},
 	}}}
-	srv := httptest.NewServer(New(Options{Repos: []Repo{repo}, Version: "test"}))
+	opts.Repos, opts.Version = []Repo{repo}, "test"
+	srv := httptest.NewServer(New(opts))
 	t.Cleanup(srv.Close)
 	return srv, repo
 }
@@ -54,6 +61,9 @@ func newTestServer(t *testing.T) (*httptest.Server, *repoFixture) {
 func do(t *testing.T, method, url string) (int, string) {
 	t.Helper()
 	req, _ := http.NewRequest(method, url, nil)
+	if method == http.MethodPost {
+		req.Header.Set("Content-Type", "application/json")
+	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)

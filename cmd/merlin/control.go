@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"flag"
@@ -24,6 +23,10 @@ func defaultAddr() string {
 	}
 	return "http://127.0.0.1:8080"
 }
+
+// tokenEnv holds the bearer token rollout commands send (the daemon's
+// server.tokenEnv names the variable it reads the same token from).
+const tokenEnv = "MERLIN_API_TOKEN"
 
 func apiURL(addr string) string {
 	if !strings.HasPrefix(addr, "http://") && !strings.HasPrefix(addr, "https://") {
@@ -143,9 +146,20 @@ func runCommand(action string) func(context.Context, []string, io.Writer, io.Wri
 func call(ctx context.Context, method, url string) ([]byte, int, error) {
 	ctx, cancel := context.WithTimeout(ctx, 40*time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, method, url, bytes.NewReader(nil))
+	var payload io.Reader
+	if method == http.MethodPost {
+		payload = strings.NewReader("{}")
+	}
+	req, err := http.NewRequestWithContext(ctx, method, url, payload)
 	if err != nil {
 		return nil, 0, err
+	}
+	if payload != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	token := os.Getenv(tokenEnv)
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
@@ -153,7 +167,20 @@ func call(ctx context.Context, method, url string) ([]byte, int, error) {
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(resp.Body)
+	if err == nil && resp.StatusCode == http.StatusUnauthorized {
+		return body, resp.StatusCode, unauthorized(token, body)
+	}
 	return body, resp.StatusCode, err
+}
+
+// unauthorized explains a 401: which token is missing or refused.
+func unauthorized(token string, body []byte) error {
+	var e struct{ Error string }
+	_ = json.Unmarshal(body, &e)
+	if token == "" {
+		return fmt.Errorf("the daemon requires an API token: set %s to its server.tokenEnv token (%s)", tokenEnv, e.Error)
+	}
+	return fmt.Errorf("the daemon refused the API token in %s (%s)", tokenEnv, e.Error)
 }
 
 func boolExit(ok bool) int {

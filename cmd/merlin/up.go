@@ -31,6 +31,7 @@ func runUp(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "Usage: merlin up [DIR] [--listen ADDR] [--interval D]")
 		fmt.Fprintln(stderr, "\nServes the models declared in DIR's git repository (default .) on this machine, and\nredeploys them whenever a commit lands on its current branch. Commit a change to a\nmerlin.yaml or a model and watch it roll out.")
+		fmt.Fprintln(stderr, "\nWith MERLIN_API_TOKEN set, rollout commands need it as a bearer token (the CLI sends it);\na --listen beyond loopback refuses to start without it.")
 		fs.PrintDefaults()
 	}
 	if code, ok := parseFlags(fs, args, stderr); !ok {
@@ -53,6 +54,11 @@ func runUp(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		Target:       "local",
 		Local:        daemon.Local{Listen: *listen, StateDir: *stateDir, Workers: *workers, IdleTimeout: manifest.Duration(*idle)},
 		Metrics:      daemon.Metrics{Provider: "local"},
+	}
+	// Rollout commands need the token the CLI sends, when one is set; a
+	// --listen beyond loopback needs one (daemon.New says so).
+	if os.Getenv(tokenEnv) != "" {
+		cfg.Server.TokenEnv = tokenEnv
 	}
 	d, err := daemon.New(cfg, daemon.Options{CombinedListen: *listen, Version: buildVersion(), Logger: newLogger(stderr, *verbose)})
 	if err != nil {
