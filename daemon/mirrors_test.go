@@ -18,6 +18,20 @@ import (
 	"merlin.dev/merlin/serving/local/modelserver"
 )
 
+// requirePython returns the model servers' interpreter, or skips the test
+// (fails it in CI) when Debian's Python lacks what they need.
+func requirePython(t *testing.T) string {
+	t.Helper()
+	py, err := modelserver.Python()
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal(err)
+		}
+		t.Skip("SKIPPING: ", err)
+	}
+	return py
+}
+
 // irisWith is the iris example's manifest with a shadow rollout that lasts
 // (so its candidate stays mirrored) and extra spec lines, which make a new
 // version.
@@ -39,13 +53,7 @@ func irisWith(t *testing.T, extra string) string {
 // the same model at once on the local target with real model servers: both
 // are mirrored, and /api/v1/models shows each one's own agreement.
 func TestTwoMirrorsLocal(t *testing.T) {
-	py, err := modelserver.Python()
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal(err)
-		}
-		t.Skip("SKIPPING: ", err)
-	}
+	py := requirePython(t)
 	repo := gittest.NewRepo(t)
 	repo.CommitDir("add iris", filepath.Join("..", "examples", "iris-sklearn"), "iris")
 	repo.Commit("shadow rollouts", map[string]string{"iris/merlin.yaml": irisWith(t, "")})

@@ -13,7 +13,6 @@ import (
 	"merlin.dev/merlin/internal/gittest"
 	"merlin.dev/merlin/internal/poll"
 	"merlin.dev/merlin/serving"
-	"merlin.dev/merlin/serving/local/modelserver"
 )
 
 // TestChangeWhileRepoBroken runs the daemon on a real repository with
@@ -23,13 +22,7 @@ import (
 // meanwhile is deployed once the path is back, although the commit that
 // fixes it touches none of the model's files (issue 11, items 4 and 5a).
 func TestChangeWhileRepoBroken(t *testing.T) {
-	py, err := modelserver.Python()
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal(err)
-		}
-		t.Skip("SKIPPING: ", err)
-	}
+	py := requirePython(t)
 	repo := gittest.NewRepo(t)
 	repo.CommitDir("add iris", filepath.Join("..", "examples", "iris-sklearn"), "models/iris")
 	repo.Commit("extra", map[string]string{"extra/README.md": "more models later\n"})

@@ -18,7 +18,6 @@ import (
 	"merlin.dev/merlin/internal/poll"
 	"merlin.dev/merlin/reconciler"
 	"merlin.dev/merlin/serving"
-	"merlin.dev/merlin/serving/local/modelserver"
 )
 
 // crash ends a daemon as a crash would for its model servers: they keep
@@ -78,13 +77,7 @@ func requireAlive(t *testing.T, pid int, after string) {
 // the same state directory fails at once on its lock, naming the first's
 // pid, and the first one's model server keeps answering.
 func TestRestartProtectsModelServers(t *testing.T) {
-	py, err := modelserver.Python()
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal(err)
-		}
-		t.Skip("SKIPPING: ", err)
-	}
+	py := requirePython(t)
 	repo := gittest.NewRepo(t)
 	repo.CommitDir("add iris", filepath.Join("..", "examples", "iris-sklearn"), "iris")
 	stateDir := t.TempDir()
