@@ -59,6 +59,12 @@ type running struct {
 
 func startDaemon(t *testing.T, name, config string) *running {
 	t.Helper()
+	return startDaemonWith(t, name, config, Options{})
+}
+
+// startDaemonWith starts a daemon with opts (its Logger is the test's).
+func startDaemonWith(t *testing.T, name, config string, opts Options) *running {
+	t.Helper()
 	cfg, err := ParseConfig(name+".yaml", []byte(config))
 	if err != nil {
 		t.Fatal(err)
@@ -69,7 +75,8 @@ func startDaemon(t *testing.T, name, config string) *running {
 			t.Logf("daemon %s log:\n%s", name, logs)
 		}
 	})
-	d, err := New(cfg, Options{Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})).With("daemon", name)})
+	opts.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})).With("daemon", name)
+	d, err := New(cfg, opts)
 	if err != nil {
 		t.Fatal(err)
 	}

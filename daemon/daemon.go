@@ -42,8 +42,10 @@ type Options struct {
 	// Tick and StopTimeout override defaults (tests).
 	Tick        time.Duration
 	StopTimeout time.Duration
-	Version     string
-	Logger      *slog.Logger
+	// Limits override the defaults of every listener (tests).
+	Limits  Limits
+	Version string
+	Logger  *slog.Logger
 }
 
 // Daemon is a running Merlin.
@@ -344,7 +346,7 @@ func (d *Daemon) serve() {
 		handlers = []http.Handler{d.local, d.api}
 	}
 	for _, h := range handlers {
-		d.servers = append(d.servers, &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute})
+		d.servers = append(d.servers, d.opts.Limits.server(h))
 	}
 }
 
@@ -372,7 +374,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	errc := make(chan error, len(d.servers)+1)
 	for i, srv := range d.servers {
 		go func() {
-			if err := srv.Serve(d.lns[i]); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			if err := srv.Serve(d.opts.Limits.listener(d.lns[i])); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				errc <- err
 			}
 		}()
