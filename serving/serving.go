@@ -123,6 +123,19 @@ func VersionID(model, digest string) string {
 	return model + "-" + digest
 }
 
+// Clone returns a copy of d that shares nothing mutable with it, for a
+// target to keep as the desired state while the caller reuses d.
+func (d Deployment) Clone() Deployment {
+	d.Versions = slices.Clone(d.Versions)
+	d.Traffic = maps.Clone(d.Traffic)
+	d.Mirrors = slices.Clone(d.Mirrors)
+	if d.Compare != nil {
+		c := *d.Compare
+		d.Compare = &c
+	}
+	return d
+}
+
 // Validate checks a deployment's internal consistency: traffic, mirrors and
 // comparison name listed versions and the shares add up to 100.
 func (d Deployment) Validate() error {

@@ -130,3 +130,18 @@ func TestErrorReason(t *testing.T) {
 		t.Fatal("nil gained a reason")
 	}
 }
+
+// TestDeploymentClone: a target keeps a clone of what it was given; the
+// caller changing its deployment afterwards changes nothing in the clone.
+func TestDeploymentClone(t *testing.T) {
+	d := Deployment{
+		Model: "iris", Versions: []Version{{ID: "iris-a", Model: "iris"}, {ID: "iris-b", Model: "iris"}},
+		Traffic: map[string]int{"iris-a": 100}, Mirrors: []Mirror{{Version: "iris-b", Percent: 10}},
+		Compare: &Compare{Version: "iris-b", Baseline: "iris-a", Percent: 5},
+	}
+	c := d.Clone()
+	d.Versions[0].ID, d.Traffic["iris-a"], d.Mirrors[0].Percent, d.Compare.Percent = "x", 0, 99, 99
+	if c.Versions[0].ID != "iris-a" || c.Traffic["iris-a"] != 100 || c.Mirrors[0].Percent != 10 || c.Compare.Percent != 5 {
+		t.Errorf("the clone changed with the original: %+v", c)
+	}
+}

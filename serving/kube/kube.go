@@ -220,7 +220,7 @@ func (k *Kube) Apply(ctx context.Context, d serving.Deployment) error {
 	if _, err := k.rm.ApplyAll(ctx, isvcs, ssa.DefaultApplyOptions()); err != nil {
 		return fmt.Errorf("apply %s: %w", d.Model, explain(err))
 	}
-	d = cloneDeployment(d)
+	d = d.Clone()
 	if err := k.converge(ctx, d, true); err != nil {
 		return fmt.Errorf("apply %s: %w", d.Model, err)
 	}
@@ -228,17 +228,6 @@ func (k *Kube) Apply(ctx context.Context, d serving.Deployment) error {
 	k.deployments[d.Model] = d
 	k.mu.Unlock()
 	return nil
-}
-
-func cloneDeployment(d serving.Deployment) serving.Deployment {
-	d.Versions = slices.Clone(d.Versions)
-	d.Traffic = maps.Clone(d.Traffic)
-	d.Mirrors = slices.Clone(d.Mirrors)
-	if d.Compare != nil {
-		c := *d.Compare
-		d.Compare = &c
-	}
-	return d
 }
 
 // converge routes deployment d as far as its versions' readiness allows:

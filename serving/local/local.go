@@ -220,7 +220,7 @@ func (l *Local) Apply(_ context.Context, d serving.Deployment) error {
 	if err := d.Validate(); err != nil {
 		return err
 	}
-	d = cloneDeployment(d)
+	d = d.Clone()
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.ctx.Err() != nil {
@@ -233,17 +233,6 @@ func (l *Local) Apply(_ context.Context, d serving.Deployment) error {
 	l.convergeLocked(d.Model)
 	l.publishLocked()
 	return l.persistLocked()
-}
-
-func cloneDeployment(d serving.Deployment) serving.Deployment {
-	d.Versions = slices.Clone(d.Versions)
-	d.Traffic = maps.Clone(d.Traffic)
-	d.Mirrors = slices.Clone(d.Mirrors)
-	if d.Compare != nil {
-		c := *d.Compare
-		d.Compare = &c
-	}
-	return d
 }
 
 // ready is serving.Route's view of a version: it answers requests, or is
@@ -330,10 +319,7 @@ func (l *Local) retireLocked(p *process) {
 		}
 		p.cancel()
 		<-p.done
-		if p.listener != nil {
-			p.listener.Close()
-		}
-		p.upstream().closeIdle()
+		p.closeConns()
 		l.mu.Lock()
 		if l.procs[p.v.ID] == nil { // not applied again while it drained
 			l.removeRecord(p.v.ID)
@@ -432,10 +418,7 @@ func (l *Local) Detach() {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	for id, p := range l.procs {
-		if p.listener != nil {
-			p.listener.Close() // the server holds its own descriptor
-		}
-		p.upstream().closeIdle()
+		p.closeConns()
 		delete(l.procs, id)
 	}
 	l.log.Info("detached from the model servers; they keep running for the next daemon to adopt")
@@ -450,10 +433,7 @@ func (l *Local) Close() error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	for id, p := range l.procs {
-		if p.listener != nil {
-			p.listener.Close()
-		}
-		p.upstream().closeIdle()
+		p.closeConns()
 		l.removeRecord(id)
 	}
 	return nil

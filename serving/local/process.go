@@ -185,6 +185,16 @@ func (p *process) acquire() bool {
 
 func (p *process) release() { p.inflight.Add(-1) }
 
+// closeConns closes the daemon's copy of the server's listening socket
+// (the server holds its own descriptor) and the router's idle connections
+// to it.
+func (p *process) closeConns() {
+	if p.listener != nil {
+		p.listener.Close()
+	}
+	p.upstream().closeIdle()
+}
+
 // crashLoop is how many exits without becoming ready make a version
 // crash-loop: it is reported failed (serving.ReasonCrashLoop) and requests
 // stop waiting for it, though it keeps restarting with backoff.

@@ -112,7 +112,7 @@ func (m *Memory) Apply(_ context.Context, d serving.Deployment) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.applies[d.Model]++
-	m.desired[d.Model] = d
+	m.desired[d.Model] = d.Clone()
 	for _, v := range d.Versions {
 		if mv := m.versions[v.ID]; mv != nil {
 			mv.v = v
