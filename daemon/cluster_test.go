@@ -92,6 +92,14 @@ func startDaemonWith(t *testing.T, name, config string, opts Options) *running {
 	return r
 }
 
+// model reads one model's status from the daemon's API.
+func (r *running) model(t *testing.T, name string) serving.ModelStatus {
+	t.Helper()
+	var ms serving.ModelStatus
+	call(t, http.MethodGet, r.api+"/api/v1/models/"+name, &ms)
+	return ms
+}
+
 func (r *running) identity() string { id, _ := r.d.Leader(); return id }
 
 func (r *running) leading() bool { _, l := r.d.Leader(); return l }

@@ -61,11 +61,7 @@ func TestTwoMirrorsLocal(t *testing.T) {
 local: {listen: "127.0.0.1:0", stateDir: %q, python: %q}
 server: {listen: "127.0.0.1:0"}
 `, repo.Bare, t.TempDir(), py))
-	model := func() serving.ModelStatus {
-		var ms serving.ModelStatus
-		call(t, http.MethodGet, d.api+"/api/v1/models/iris-sklearn", &ms)
-		return ms
-	}
+	model := func() serving.ModelStatus { return d.model(t, "iris-sklearn") }
 	poll.Until(t, 2*time.Minute, "the first version serves", func() bool {
 		ms := model()
 		return len(ms.Versions) == 1 && ms.Versions[0].Weight == 100 && ms.Versions[0].Ready()

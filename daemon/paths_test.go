@@ -30,11 +30,7 @@ func TestChangeWhileRepoBroken(t *testing.T) {
 local: {listen: "127.0.0.1:0", stateDir: %q, python: %q}
 server: {listen: "127.0.0.1:0"}
 `, repo.Bare, t.TempDir(), py))
-	model := func() serving.ModelStatus {
-		var ms serving.ModelStatus
-		call(t, http.MethodGet, d.api+"/api/v1/models/iris-sklearn", &ms)
-		return ms
-	}
+	model := func() serving.ModelStatus { return d.model(t, "iris-sklearn") }
 	repoErr := func() string {
 		var out struct{ Repos []struct{ SHA, Error string } }
 		call(t, http.MethodGet, d.api+"/api/v1/repos", &out)

@@ -88,11 +88,7 @@ server: {listen: "127.0.0.1:0"}
 `, repo.Bare, listen, stateDir, py)
 	}
 	statePath := filepath.Join(stateDir, "repos", "models.json")
-	model := func(r *running) serving.ModelStatus {
-		var ms serving.ModelStatus
-		call(t, http.MethodGet, r.api+"/api/v1/models/iris-sklearn", &ms)
-		return ms
-	}
+	model := func(r *running) serving.ModelStatus { return r.model(t, "iris-sklearn") }
 
 	a := startDaemon(t, "a", config("127.0.0.1:0"))
 	poll.Until(t, 2*time.Minute, "the first version serves", func() bool {

@@ -25,6 +25,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"merlin.dev/merlin/serving"
+	"merlin.dev/merlin/serving/servingtest"
 )
 
 // outage is how long the API server is down in TestAPIServerOutage: the
@@ -108,21 +109,6 @@ func applyOK(t *testing.T, k *Kube, d serving.Deployment) {
 	}
 }
 
-// statusOf returns model's status as k reports it.
-func statusOf(t *testing.T, k *Kube, model string) serving.ModelStatus {
-	t.Helper()
-	st, err := k.Status(t.Context())
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, ms := range st {
-		if ms.Name == model {
-			return ms
-		}
-	}
-	return serving.ModelStatus{Name: model}
-}
-
 // waitWeights waits until model's VirtualService routes want.
 func waitWeights(t *testing.T, e *kubeEnv, model string, want map[string]int32) {
 	t.Helper()
@@ -136,7 +122,7 @@ func waitWeights(t *testing.T, e *kubeEnv, model string, want map[string]int32) 
 func waitVersions(t *testing.T, k *Kube, model string, ids ...string) {
 	t.Helper()
 	waitFor(t, fmt.Sprintf("%v ready", ids), func() (bool, string) {
-		ms := statusOf(t, k, model)
+		ms := servingtest.StatusOf(t, k, model)
 		for _, id := range ids {
 			if v, ok := ms.Version(id); !ok || !v.Ready() {
 				return false, fmt.Sprintf("%s: %+v", id, v)
@@ -267,7 +253,7 @@ func TestPruneOnlyOwned(t *testing.T) {
 	applyOK(t, k, serving.Deployment{Model: "iris", Versions: []serving.Version{v0}, Traffic: map[string]int{v0.ID: 100}})
 	applyOK(t, k, serving.Deployment{Model: "iris", Versions: []serving.Version{v0, bad}, Traffic: map[string]int{v0.ID: 90, bad.ID: 10}})
 	waitFor(t, bad.ID+" reported failed", func() (bool, string) {
-		v, _ := statusOf(t, k, "iris").Version(bad.ID)
+		v, _ := servingtest.StatusOf(t, k, "iris").Version(bad.ID)
 		return v.Failed() && v.State == serving.StateFailed && strings.Contains(v.LastError, "model failed to load"), fmt.Sprintf("%+v", v)
 	})
 	if w := weightsOf(getVS(t, e, "iris")); len(w) != 1 || w[v0.ID] != 100 {
@@ -427,7 +413,7 @@ func TestApplyDoesNotWait(t *testing.T) {
 		t.Fatalf("weights right after Apply: %v, want %s at 100", w, v0.ID)
 	}
 	waitFor(t, v1.ID+" reported starting", func() (bool, string) {
-		ms := statusOf(t, k, "iris")
+		ms := servingtest.StatusOf(t, k, "iris")
 		v, _ := ms.Version(v1.ID)
 		rc, _ := serving.Find(v.Conditions, serving.Ready)
 		pc, _ := serving.Find(ms.Conditions, serving.Progressing)
@@ -435,7 +421,7 @@ func TestApplyDoesNotWait(t *testing.T) {
 			serving.IsTrue(v.Conditions, serving.Progressing) && !v.Failed() && pc.Reason == serving.ReasonWaitingForReady
 		return ok, fmt.Sprintf("version %+v, model %+v", v, ms.Conditions)
 	})
-	ms := statusOf(t, k, "iris")
+	ms := servingtest.StatusOf(t, k, "iris")
 	if v, _ := ms.Version(v0.ID); v.Weight != 100 || serving.IsTrue(ms.Conditions, serving.Ready) {
 		t.Errorf("while %s starts: %s has weight %d, model %+v; want 100 and not Ready", v1.ID, v0.ID, v.Weight, ms.Conditions)
 	}
@@ -452,7 +438,7 @@ func TestApplyDoesNotWait(t *testing.T) {
 		t.Error("the loop moved traffic without signalling a change")
 	}
 	waitFor(t, "the model Ready", func() (bool, string) {
-		ms := statusOf(t, k, "iris")
+		ms := servingtest.StatusOf(t, k, "iris")
 		return serving.IsTrue(ms.Conditions, serving.Ready), fmt.Sprintf("%+v", ms.Conditions)
 	})
 }
@@ -476,16 +462,16 @@ func TestMirrors(t *testing.T) {
 	applyOK(t, k, d)
 	mirrorsOf := func(ms serving.ModelStatus) string { return fmt.Sprint(ms.Mirrors) }
 	waitFor(t, "the candidate mirrored", func() (bool, string) {
-		ms := statusOf(t, k, "iris")
+		ms := servingtest.StatusOf(t, k, "iris")
 		return slices.Equal(ms.Mirrors, d.Mirrors[:1]), mirrorsOf(ms)
 	})
-	if ms := statusOf(t, k, "iris"); len(ms.Mirrors) != 1 {
+	if ms := servingtest.StatusOf(t, k, "iris"); len(ms.Mirrors) != 1 {
 		t.Errorf("mirrors %v while the preview is not ready, want only the candidate", ms.Mirrors)
 	}
 
 	e.fake.setHeld(preview.ID, false)
 	waitFor(t, "both mirrored", func() (bool, string) {
-		ms := statusOf(t, k, "iris")
+		ms := servingtest.StatusOf(t, k, "iris")
 		return slices.Equal(ms.Mirrors, d.Mirrors), mirrorsOf(ms)
 	})
 	r := getVS(t, e, "iris").Spec.Http[0]
@@ -494,7 +480,7 @@ func TestMirrors(t *testing.T) {
 		t.Errorf("VirtualService route %v, want mirrors %v", r, d.Mirrors)
 	}
 	for _, tg := range []*Kube{k, e.target(t)} { // this target, and a restarted one that only reads the cluster
-		ms := statusOf(t, tg, "iris")
+		ms := servingtest.StatusOf(t, tg, "iris")
 		if !slices.Equal(ms.Mirrors, d.Mirrors) || ms.Mirror == nil || *ms.Mirror != d.Mirrors[0] {
 			t.Errorf("status mirrors %v, mirror %v; want %v", ms.Mirrors, ms.Mirror, d.Mirrors)
 		}
@@ -506,7 +492,7 @@ func TestMirrors(t *testing.T) {
 	// Dropping the preview removes its mirror and its InferenceService.
 	d = serving.Deployment{Model: "iris", Versions: []serving.Version{v0, cand}, Traffic: map[string]int{v0.ID: 100}, Mirrors: d.Mirrors[:1]}
 	applyOK(t, k, d)
-	if ms := statusOf(t, k, "iris"); !slices.Equal(ms.Mirrors, d.Mirrors) || len(ms.Versions) != 2 {
+	if ms := servingtest.StatusOf(t, k, "iris"); !slices.Equal(ms.Mirrors, d.Mirrors) || len(ms.Versions) != 2 {
 		t.Errorf("after dropping the preview: mirrors %v, versions %+v", ms.Mirrors, ms.Versions)
 	}
 }

@@ -14,21 +14,8 @@ import (
 
 	"merlin.dev/merlin/internal/poll"
 	"merlin.dev/merlin/serving"
+	"merlin.dev/merlin/serving/servingtest"
 )
-
-func modelStatus(t *testing.T, l *Local, model string) serving.ModelStatus {
-	t.Helper()
-	all, err := l.Status(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, ms := range all {
-		if ms.Name == model {
-			return ms
-		}
-	}
-	return serving.ModelStatus{}
-}
 
 // TestMirrorsCompareEach mirrors every request of a model to two shadows
 // at once (a shadow rollout's candidate and a pull request's preview) and
@@ -48,7 +35,7 @@ func TestMirrorsCompareEach(t *testing.T) {
 		t.Fatal(err)
 	}
 	poll.Until(t, 2*time.Minute, "three versions ready", func() bool {
-		ms := modelStatus(t, l, "iris")
+		ms := servingtest.StatusOf(t, l, "iris")
 		n := 0
 		for _, v := range ms.Versions {
 			if v.Ready() {
@@ -70,7 +57,7 @@ func TestMirrorsCompareEach(t *testing.T) {
 		}
 	}
 	poll.Until(t, 10*time.Second, "both mirrors compared 10 requests", func() bool {
-		ms := modelStatus(t, l, "iris")
+		ms := servingtest.StatusOf(t, l, "iris")
 		n := 0
 		for _, v := range ms.Versions {
 			if c := v.Comparison; c != nil && c.Agree == 10 {
@@ -79,7 +66,7 @@ func TestMirrorsCompareEach(t *testing.T) {
 		}
 		return n == 2
 	})
-	ms := modelStatus(t, l, "iris")
+	ms := servingtest.StatusOf(t, l, "iris")
 	if len(ms.Mirrors) != 2 || ms.Mirror == nil || ms.Mirror.Version != shadow.ID {
 		t.Errorf("mirrors %+v (first %+v); want both, the shadow first", ms.Mirrors, ms.Mirror)
 	}
@@ -111,7 +98,7 @@ func TestRestoreKeepsRoutedSplit(t *testing.T) {
 		t.Fatal(err)
 	}
 	poll.Until(t, 2*time.Minute, "the good version serves", func() bool {
-		v, _ := modelStatus(t, l, "iris").Version(good.ID)
+		v, _ := servingtest.StatusOf(t, l, "iris").Version(good.ID)
 		return v.Ready() && v.Weight == 100
 	})
 	if err := l.Apply(context.Background(), serving.Deployment{Model: "iris", Versions: []serving.Version{bad}, Traffic: map[string]int{bad.ID: 100}}); err != nil {
@@ -122,12 +109,12 @@ func TestRestoreKeepsRoutedSplit(t *testing.T) {
 	l = newTestLocal(t, dir)
 	defer l.Close()
 	poll.Until(t, 2*time.Minute, "restored: good serves, bad failed", func() bool {
-		ms := modelStatus(t, l, "iris")
+		ms := servingtest.StatusOf(t, l, "iris")
 		g, _ := ms.Version(good.ID)
 		b, _ := ms.Version(bad.ID)
 		return g.Ready() && g.Weight == 100 && b.Failed() && b.Weight == 0
 	})
-	ms := modelStatus(t, l, "iris")
+	ms := servingtest.StatusOf(t, l, "iris")
 	if c, _ := serving.Find(ms.Conditions, serving.Ready); c.Status != serving.False || c.Reason != serving.ReasonWaitingForReady {
 		t.Errorf("model Ready condition %+v; want False, %s", c, serving.ReasonWaitingForReady)
 	}

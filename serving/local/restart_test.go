@@ -14,6 +14,7 @@ import (
 
 	"merlin.dev/merlin/internal/poll"
 	"merlin.dev/merlin/serving"
+	"merlin.dev/merlin/serving/servingtest"
 )
 
 // recordedPID is the pid in a version's run record.
@@ -64,7 +65,7 @@ func TestDetachAndCorruptDeployments(t *testing.T) {
 		t.Fatal(err)
 	}
 	poll.Until(t, 2*time.Minute, "the version serves", func() bool {
-		s, _ := modelStatus(t, l, "iris").Version(v.ID)
+		s, _ := servingtest.StatusOf(t, l, "iris").Version(v.ID)
 		return s.Ready() && s.Weight == 100
 	})
 	pid := recordedPID(t, dir, v.ID)
@@ -85,7 +86,7 @@ func TestDetachAndCorruptDeployments(t *testing.T) {
 	}
 	l = newTestLocal(t, dir)
 	poll.Until(t, 30*time.Second, "the last good copy restored, the server adopted", func() bool {
-		s, _ := modelStatus(t, l, "iris").Version(v.ID)
+		s, _ := servingtest.StatusOf(t, l, "iris").Version(v.ID)
 		return s.Ready() && s.Weight == 100
 	})
 	if got := recordedPID(t, dir, v.ID); got != pid {
@@ -122,7 +123,7 @@ func TestKilledServerExitReason(t *testing.T) {
 		t.Fatal(err)
 	}
 	poll.Until(t, 2*time.Minute, "the version serves", func() bool {
-		s, _ := modelStatus(t, l, "iris").Version(v.ID)
+		s, _ := servingtest.StatusOf(t, l, "iris").Version(v.ID)
 		return s.Ready()
 	})
 	// A nesting bomb through the router: a 400 with a JSON error, and the
@@ -156,7 +157,7 @@ func TestKilledServerExitReason(t *testing.T) {
 	}
 	var s serving.VersionStatus
 	poll.Until(t, 30*time.Second, "the exit is reported", func() bool {
-		s, _ = modelStatus(t, l, "iris").Version(v.ID)
+		s, _ = servingtest.StatusOf(t, l, "iris").Version(v.ID)
 		return s.Restarts > 0
 	})
 	if !strings.Contains(s.LastError, "killed by signal 9") || strings.Contains(s.LastError, "RecursionError") {

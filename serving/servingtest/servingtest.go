@@ -126,6 +126,20 @@ func waitStatus(t *testing.T, h Harness, tg serving.Target, model string, w want
 	}
 }
 
+// StatusOf returns model's status as tg reports it (only its Name set when
+// tg does not know the model); a Status error fails the test.
+func StatusOf(t *testing.T, tg serving.Target, model string) serving.ModelStatus {
+	t.Helper()
+	ms, ok, err := status(t, tg, model)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !ok {
+		ms.Name = model
+	}
+	return ms
+}
+
 func status(t *testing.T, tg serving.Target, model string) (serving.ModelStatus, bool, error) {
 	t.Helper()
 	all, err := tg.Status(t.Context())
