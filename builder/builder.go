@@ -75,6 +75,11 @@ func (b *Builder) Build(fsys fs.FS, dir string, m *manifest.Model) (Result, erro
 		return Result{}, fmt.Errorf("build %s: %w", m.Metadata.Name, err)
 	}
 	defer os.RemoveAll(tmp)
+	// Model servers may run as another user (serving/local): a bundle is
+	// readable to everyone and writable only by the daemon.
+	if err := os.Chmod(tmp, 0o755); err != nil {
+		return Result{}, fmt.Errorf("build %s: %w", m.Metadata.Name, err)
+	}
 	h := sha256.New()
 	h.Write([]byte("merlin bundle v1\n"))
 	for _, f := range files {

@@ -59,6 +59,13 @@ func TestBuildIsContentAddressed(t *testing.T) {
 	if data, err := os.ReadFile(filepath.Join(first.Bundle, "model.pkl")); err != nil || string(data) != "pickle" {
 		t.Fatalf("bundle model.pkl = %q, %v", data, err)
 	}
+	// Readable to a model server of another user, writable only by the
+	// daemon.
+	for _, f := range []string{first.Bundle, filepath.Join(first.Bundle, "model.pkl")} {
+		if st, err := os.Stat(f); err != nil || st.Mode().Perm()&0o755 != st.Mode().Perm() || st.Mode().Perm()&0o444 != 0o444 {
+			t.Errorf("%s: %v, %v; want readable to all, writable by the owner only", f, st.Mode(), err)
+		}
+	}
 	again, err := b.Build(files(nil), "models/m/model", m)
 	if err != nil || again.Digest != first.Digest || again.Bundle != first.Bundle {
 		t.Fatalf("same files built to %+v, first %+v (%v)", again, first, err)
