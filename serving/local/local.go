@@ -44,6 +44,10 @@ type Options struct {
 	// MirrorConcurrency bounds mirrored and comparison requests in flight;
 	// beyond it they are dropped (and counted). Default 64.
 	MirrorConcurrency int
+	// RunAsUser is the user model servers run as when the daemon runs as
+	// root; empty means DefaultRunAsUser, "root" keeps root. A daemon that
+	// is not root runs them as itself and refuses another user.
+	RunAsUser string
 	// Stats receives per-version request metrics; a new registry when nil.
 	Stats  *metrics.Registry
 	Logger *slog.Logger
@@ -85,6 +89,7 @@ type Local struct {
 	log       *slog.Logger
 	serverPkg string // the installed model-server package (modelserver.Install)
 	python    string
+	runAs     *runAs // who model servers run as; nil: the daemon's user
 	probe     *http.Client
 	stats     *metrics.Registry
 	mirrorSem chan struct{}
@@ -129,6 +134,13 @@ func New(opts Options) (*Local, error) {
 			return nil, fmt.Errorf("local target: %w", err)
 		}
 	}
+	runAs, err := lookupRunAs(os.Geteuid(), opts.RunAsUser)
+	if err != nil {
+		return nil, fmt.Errorf("local target: %w", err)
+	}
+	if runAs != nil {
+		opts.Logger.Info("model servers run as another user", "user", runAs.name, "uid", runAs.uid, "gid", runAs.gid)
+	}
 	python := opts.Python
 	if python == "" {
 		var err error
@@ -142,7 +154,7 @@ func New(opts Options) (*Local, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	l := &Local{
-		opts: opts, log: opts.Logger, serverPkg: serverPkg, python: python, stats: opts.Stats,
+		opts: opts, log: opts.Logger, serverPkg: serverPkg, python: python, runAs: runAs, stats: opts.Stats,
 		probe:       &http.Client{Timeout: 2 * time.Second},
 		mirrorSem:   make(chan struct{}, opts.MirrorConcurrency),
 		ctx:         ctx,

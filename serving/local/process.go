@@ -52,6 +52,9 @@ type process struct {
 	// exits counts the server's exits since it was last ready.
 	exits int
 
+	// scratch is the running server's HOME and TMPDIR (sandbox.go).
+	scratch string
+
 	// listener is the socket the server accepts on. The daemon keeps it
 	// open across restarts and idle periods, so requests that arrive while
 	// the server is down queue in the kernel's backlog instead of failing.
@@ -318,18 +321,29 @@ func (p *process) runOnce(ctx context.Context) error {
 	}
 	defer logf.Close()
 	start := logSize(logf)
-	cmd := modelserver.Command(p.l.serverPkg, modelserver.Options{
-		Python: p.l.python, ModelDir: p.v.Bundle, Name: p.v.Model, Version: p.v.ID,
+	sb, err := p.l.newSandbox(p.v)
+	if err != nil {
+		return err
+	}
+	defer sb.close()
+	cmd := modelserver.Command(sb.pkg, modelserver.Options{
+		Python: p.l.python, ModelDir: sb.modelDir, Name: p.v.Model, Version: p.v.ID,
 		Workers: p.l.opts.Workers, OrphanTimeout: p.l.opts.OrphanTimeout,
 	}, p.listener)
 	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.Env = append(os.Environ(), envOf(p.v)...)
+	if err := sb.apply(cmd); err != nil {
+		removeScratch(sb.scratch)
+		return err
+	}
 	if err := cmd.Start(); err != nil {
+		removeScratch(sb.scratch)
 		return fmt.Errorf("start model server: %w", err)
 	}
+	sb.close()
 	p.mu.Lock()
-	p.pid = cmd.Process.Pid
+	p.pid, p.scratch = cmd.Process.Pid, sb.scratch
 	p.mu.Unlock()
+	defer p.endScratch()
 	p.l.saveRecord(p)
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
@@ -340,7 +354,7 @@ func (p *process) runOnce(ctx context.Context) error {
 	go p.probeReady(probeCtx)
 	select {
 	case err := <-exited:
-		return p.exitErr(err, start)
+		return sb.unmask(p.exitErr(err, start))
 	case <-ctx.Done():
 		if !p.l.detached.Load() {
 			p.terminate(cmd.Process.Pid, exited)
@@ -474,8 +488,9 @@ func (p *process) exitErr(err error, logStart int64) error {
 // dies or the version is stopped.
 func (p *process) watchAdopted(ctx context.Context, r *record) error {
 	p.mu.Lock()
-	p.pid, p.addr = r.PID, r.Addr
+	p.pid, p.addr, p.scratch = r.PID, r.Addr, r.Scratch
 	p.mu.Unlock()
+	defer p.endScratch()
 	p.setState(serving.StateReady, "", "")
 	p.log.Info("adopted running model server", "pid", r.PID, "addr", r.Addr)
 	tick := time.NewTicker(time.Second)
@@ -549,14 +564,6 @@ func (p *process) ensureListener() error {
 }
 
 func (p *process) logPath() string { return filepath.Join(p.l.opts.StateDir, "logs", p.v.ID+".log") }
-
-func envOf(v serving.Version) []string {
-	env := make([]string, 0, len(v.Env))
-	for _, e := range v.Env {
-		env = append(env, e.Name+"="+e.Value)
-	}
-	return env
-}
 
 func logSize(f *os.File) int64 {
 	st, err := f.Stat()

@@ -55,6 +55,8 @@ type record struct {
 	PID     int       `json:"pid"`
 	Addr    string    `json:"addr"`
 	Started time.Time `json:"started"`
+	// Scratch is the server's scratch directory, removed when it ends.
+	Scratch string `json:"scratch,omitempty"`
 }
 
 func (l *Local) recordPath(version string) string {
@@ -63,7 +65,7 @@ func (l *Local) recordPath(version string) string {
 
 func (l *Local) saveRecord(p *process) {
 	p.mu.Lock()
-	r := record{Version: p.v.ID, Model: p.v.Model, PID: p.pid, Addr: p.addr, Started: time.Now()}
+	r := record{Version: p.v.ID, Model: p.v.Model, PID: p.pid, Addr: p.addr, Started: time.Now(), Scratch: p.scratch}
 	p.mu.Unlock()
 	if err := writeJSON(l.recordPath(r.Version), r); err != nil {
 		l.log.Warn("cannot record model server", "version", r.Version, "err", err)
@@ -199,6 +201,8 @@ func (l *Local) restore() error {
 			var adopt *record
 			if r, ok := records[v.ID]; ok && l.adoptable(r) {
 				adopt = r
+			} else if ok && !alive(r.PID) {
+				removeScratch(r.Scratch)
 			}
 			delete(records, v.ID)
 			l.startLocked(v, adopt)
@@ -209,6 +213,7 @@ func (l *Local) restore() error {
 			l.log.Info("stopping model server left by a previous run", "version", r.Version, "pid", r.PID)
 			_ = syscall.Kill(-r.PID, syscall.SIGTERM)
 		}
+		removeScratch(r.Scratch)
 		l.removeRecord(r.Version)
 	}
 	for model := range l.deployments {
