@@ -66,6 +66,10 @@ type Local struct {
 	IdleTimeout manifest.Duration `yaml:"idleTimeout"`
 	// Python is the interpreter for model servers.
 	Python string `yaml:"python"`
+	// RunAsUser is the user model servers run as when the daemon runs as
+	// root (default nobody; "root" keeps root). A daemon that is not root
+	// runs them as itself.
+	RunAsUser string `yaml:"runAsUser"`
 }
 
 // Kubernetes configures the kubernetes target (SPEC §3, §6). The daemon

@@ -135,7 +135,8 @@ func New(cfg *Config, opts Options) (*Daemon, error) {
 	case "local":
 		d.local, err = local.New(local.Options{
 			StateDir: filepath.Join(stateDir, "local"), Python: cfg.Local.Python, Workers: cfg.Local.Workers,
-			IdleTimeout: cfg.Local.IdleTimeout.D(), StopTimeout: opts.StopTimeout, Stats: stats, Logger: log,
+			IdleTimeout: cfg.Local.IdleTimeout.D(), StopTimeout: opts.StopTimeout, RunAsUser: cfg.Local.RunAsUser,
+			Stats: stats, Logger: log,
 		})
 		if err == nil {
 			d.target = d.local
