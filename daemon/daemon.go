@@ -113,7 +113,10 @@ func New(cfg *Config, opts Options) (*Daemon, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := os.MkdirAll(stateDir, 0o755); err != nil {
+	// Private to the daemon: model servers reach their bundles through
+	// descriptors (serving/local), and need not read other models' bundles
+	// or logs.
+	if err := os.MkdirAll(stateDir, 0o700); err != nil {
 		return nil, fmt.Errorf("state dir: %w", err)
 	}
 	lock, err := lockStateDir(stateDir)

@@ -49,9 +49,7 @@ spec:
 // sees none of the daemon's secrets, only the manifest's env and the
 // runtime's variables (/proc/PID/environ says the same); under a root
 // daemon it runs as nobody, without groups, and cannot write the state
-// directory, the state files, the other model's bundle or its own. The
-// state directory is traversable here (0755), so every refusal comes from
-// permissions, not from a path the model cannot reach.
+// directory, the state files, the other model's bundle or its own.
 func TestModelServersWithoutSecrets(t *testing.T) {
 	py := requirePython(t)
 	for k, v := range daemonSecrets {
@@ -64,7 +62,13 @@ func TestModelServersWithoutSecrets(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// A daemon creates its state directory 0700; this one is made
+	// traversable, so that the model's writes there are refused by the
+	// permissions of what it can reach.
 	stateDir := filepath.Join(base, "state")
+	if err := os.Mkdir(stateDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
 	repo := gittest.NewRepo(t)
 	repo.CommitDir("add iris", filepath.Join("..", "examples", "iris-sklearn"), "iris")
 	d := startDaemon(t, "sandbox", fmt.Sprintf(`repositories: [{name: models, url: %q, interval: 1s}]

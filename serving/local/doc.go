@@ -17,6 +17,15 @@
 // version's readiness changes, so traffic moves to a version only once it
 // is ready, and a version is stopped only once no split needs it.
 //
+// A model is code, so a model server gets little of the daemon's
+// (sandbox.go): an allow-listed environment (the manifest's env, the
+// runtime's variables, a scratch HOME and TMPDIR of its own, never the
+// daemon's secrets); under a root daemon another user (Options.RunAsUser,
+// nobody by default) without supplementary groups; and its bundle and the
+// server package as inherited directory descriptors, so it needs no path
+// into the state directory, which may stay private to the daemon. Its log
+// and listening socket are descriptors the daemon opened.
+//
 // Local keeps its deployments and the pids and addresses of its servers
 // under StateDir: a daemon killed with -9 adopts the servers still running
 // when it restarts (checked by pid, command line and health), and one
