@@ -148,6 +148,11 @@ func New(opts Options) (*Local, error) {
 			return nil, fmt.Errorf("local target: %w", err)
 		}
 	}
+	if runAs != nil {
+		if err := runAs.check(python); err != nil {
+			return nil, fmt.Errorf("local target: %w", err)
+		}
+	}
 	serverPkg, err := modelserver.Install(filepath.Join(opts.StateDir, "bin"))
 	if err != nil {
 		return nil, fmt.Errorf("local target: %w", err)

@@ -2,6 +2,7 @@ package local
 
 import (
 	"cmp"
+	"context"
 	"errors"
 	"fmt"
 	"maps"
@@ -13,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"merlin.dev/merlin/manifest"
 	"merlin.dev/merlin/serving"
@@ -115,6 +117,33 @@ func lookupRunAs(euid int, configured string) (*runAs, error) {
 	return &runAs{name: name, uid: uint32(uid), gid: uint32(gid)}, nil
 }
 
+func (r *runAs) credential() *syscall.Credential {
+	return &syscall.Credential{Uid: r.uid, Gid: r.gid, Groups: []uint32{}}
+}
+
+// check runs the interpreter as the user and imports what every model
+// server imports, so that an interpreter or a package the user cannot
+// reach (a virtualenv under /root, a package in root's ~/.local) fails
+// the start with one clear error instead of every model server.
+func (r *runAs) check(python string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, python, "-c", "import numpy, yaml")
+	cmd.Dir, cmd.Env = "/", serverEnv(os.Environ(), os.TempDir(), nil)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: r.credential()}
+	out, err := cmd.CombinedOutput()
+	if err == nil {
+		return nil
+	}
+	msg := err.Error()
+	if lines := strings.Split(strings.TrimSpace(string(out)), "\n"); lines[len(lines)-1] != "" {
+		msg = lines[len(lines)-1]
+	}
+	return fmt.Errorf("model servers run as %s (runAsUser), who cannot run %s -c 'import numpy, yaml': %s; "+
+		"install the interpreter and its packages where %s can read them (Debian's python3-* packages), or set local.runAsUser",
+		r.name, python, msg, r.name)
+}
+
 // sandbox is what one start of a model server is given.
 type sandbox struct {
 	// pkg and modelDir are the paths on the server's command line: those
@@ -140,7 +169,7 @@ func (l *Local) newSandbox(v serving.Version) (_ *sandbox, err error) {
 		}
 	}()
 	if l.runAs != nil {
-		s.cred = &syscall.Credential{Uid: l.runAs.uid, Gid: l.runAs.gid, Groups: []uint32{}}
+		s.cred = l.runAs.credential()
 		if err := readableToOthers(v.Bundle); err != nil {
 			return nil, err
 		}

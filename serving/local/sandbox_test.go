@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -261,4 +262,30 @@ func (l *Local) servable(id string) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.readyLocked(id)
+}
+
+// TestRunAsUserCannotRunPython: under a root target, an interpreter that
+// the model servers' user cannot run (here behind a directory private to
+// root) fails New with one error naming the user and the interpreter,
+// instead of failing every model server; kept as root, it starts.
+func TestRunAsUserCannotRunPython(t *testing.T) {
+	requireSklearn(t)
+	if os.Geteuid() != 0 {
+		t.Skip("SKIPPING: dropping privileges needs a root daemon; run the tests as root (CI does)")
+	}
+	private := t.TempDir() // 0700
+	python := filepath.Join(private, "python3")
+	if err := os.Symlink("/usr/bin/python3", python); err != nil {
+		t.Fatal(err)
+	}
+	_, err := New(Options{StateDir: t.TempDir(), Python: python, Logger: slog.New(slog.DiscardHandler)})
+	if err == nil || !strings.Contains(err.Error(), "model servers run as nobody (runAsUser), who cannot run "+python) {
+		t.Fatalf("New with a python nobody cannot run: %v", err)
+	}
+	t.Log(err)
+	l, err := New(Options{StateDir: t.TempDir(), Python: python, RunAsUser: "root", Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatalf("New as root: %v", err)
+	}
+	l.Close()
 }
