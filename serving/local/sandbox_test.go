@@ -21,6 +21,7 @@ import (
 	"merlin.dev/merlin/internal/poll"
 	"merlin.dev/merlin/manifest"
 	"merlin.dev/merlin/serving"
+	"merlin.dev/merlin/serving/servingtest"
 )
 
 func TestServerEnv(t *testing.T) {
@@ -288,4 +289,25 @@ func TestRunAsUserCannotRunPython(t *testing.T) {
 		t.Fatalf("New as root: %v", err)
 	}
 	l.Close()
+}
+
+// TestExitMessageNamesBundle: a server that cannot load its model says so
+// with its bundle's path, not the descriptor it was given.
+func TestExitMessageNamesBundle(t *testing.T) {
+	requireSklearn(t)
+	v := testVersion("iris", 1, brokenModel(t, irisModel(t)))
+	l := newTestLocal(t, t.TempDir())
+	defer l.Close()
+	if err := l.Apply(context.Background(), serving.Deployment{Model: "iris", Versions: []serving.Version{v}, Traffic: map[string]int{v.ID: 100}}); err != nil {
+		t.Fatal(err)
+	}
+	var s serving.VersionStatus
+	poll.Until(t, time.Minute, "the load failure is reported", func() bool {
+		s, _ = servingtest.StatusOf(t, l, "iris").Version(v.ID)
+		return s.LastError != ""
+	})
+	t.Log(s.LastError)
+	if !strings.Contains(s.LastError, v.Bundle) || strings.Contains(s.LastError, "/proc/self/fd") {
+		t.Errorf("last error %q; want it to name %s", s.LastError, v.Bundle)
+	}
 }
