@@ -1,7 +1,9 @@
 // Package daemon wires Merlin's parts into the running daemon: one git
 // poller and one reconciler per repository, the target, the metrics
-// provider, and the HTTP servers (model endpoint and API). `merlin run`
-// and `merlin up` are thin layers over it.
+// provider, and the HTTP servers (model endpoint and API), on sockets it
+// binds or that a supervisor passes (socket activation, see activation.go:
+// requests wait while a killed daemon restarts). `merlin run` and
+// `merlin up` are thin layers over it.
 package daemon
 
 import (
