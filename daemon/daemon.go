@@ -1,7 +1,9 @@
 // Package daemon wires Merlin's parts into the running daemon: one git
 // poller and one reconciler per repository, the target, the metrics
-// provider, and the HTTP servers (model endpoint and API). `merlin run`
-// and `merlin up` are thin layers over it.
+// provider, and the HTTP servers (model endpoint and API), on sockets it
+// binds or that a supervisor passes (socket activation, see activation.go:
+// requests wait while a killed daemon restarts). `merlin run` and
+// `merlin up` are thin layers over it.
 package daemon
 
 import (
@@ -320,20 +322,58 @@ func (d *Daemon) sources() map[string]gitsource.Status {
 }
 
 // bind opens the listeners: one combined, or models and API apart. On a
-// cluster the models are served by the cluster, so only the API is.
+// cluster the models are served by the cluster, so only the API is. The
+// sockets a supervisor passed (socket activation, see activation.go) are
+// used for the addresses they serve; the others are bound here.
 func (d *Daemon) bind() error {
-	addrs := []string{cmp.Or(d.opts.CombinedListen, d.cfg.Server.Listen)}
-	if d.cfg.Target == "local" && d.opts.CombinedListen == "" {
-		addrs = []string{d.cfg.Local.Listen, d.cfg.Server.Listen}
+	roles := d.listenRoles()
+	passed, note, err := takeActivated()
+	if note != "" {
+		d.log.Warn(note)
 	}
-	for _, addr := range addrs {
-		ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return err
+	}
+	socks := make([]socket, len(passed))
+	for i, p := range passed {
+		socks[i] = socket{name: p.name, addr: p.ln.Addr().(*net.TCPAddr)}
+	}
+	use, err := assignSockets(roles, socks)
+	if err != nil {
+		for _, p := range passed {
+			p.ln.Close()
+		}
+		return err
+	}
+	for i, r := range roles {
+		if j := use[i]; j >= 0 {
+			d.log.Info("serving on a socket passed by the supervisor", "socket", r.names[0], "addr", passed[j].ln.Addr().String())
+			d.lns = append(d.lns, passed[j].ln)
+			continue
+		}
+		if len(passed) > 0 {
+			d.log.Warn("socket activation passed no socket for this address: bound here, so it refuses connections while the daemon restarts", "socket", r.names[0], "addr", r.addr)
+		}
+		ln, err := net.Listen("tcp", r.addr)
 		if err != nil {
-			return fmt.Errorf("listen on %s: %w", addr, err)
+			return fmt.Errorf("listen on %s: %w", r.addr, err)
 		}
 		d.lns = append(d.lns, ln)
 	}
 	return nil
+}
+
+// listenRoles are the addresses bind serves, in the order of d.lns: the
+// models first (when served here), the API last.
+func (d *Daemon) listenRoles() []listenRole {
+	switch {
+	case d.cfg.Target == "local" && d.opts.CombinedListen != "":
+		return []listenRole{{names: []string{SocketModels, SocketAPI}, addr: d.opts.CombinedListen}}
+	case d.cfg.Target == "local":
+		return []listenRole{{names: []string{SocketModels}, addr: d.cfg.Local.Listen}, {names: []string{SocketAPI}, addr: d.cfg.Server.Listen}}
+	default:
+		return []listenRole{{names: []string{SocketAPI}, addr: cmp.Or(d.opts.CombinedListen, d.cfg.Server.Listen)}}
+	}
 }
 
 // serve makes the HTTP servers of the listeners bind opened.

@@ -16,7 +16,7 @@ KUBE_VERSION=v1.34.3
 FULL_PACKAGES=(
   python3-sklearn python3-xgboost python3-cloudpickle python3-numpy
   python3-torch python3-yaml etcd-server prometheus git
-  openssh-server openssh-client wrk
+  openssh-server openssh-client wrk systemd
 )
 QUICK_PACKAGES=(python3-sklearn python3-xgboost python3-cloudpickle python3-numpy python3-yaml git)
 
