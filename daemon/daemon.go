@@ -135,7 +135,7 @@ func New(cfg *Config, opts Options) (*Daemon, error) {
 	case "local":
 		d.local, err = local.New(local.Options{
 			StateDir: filepath.Join(stateDir, "local"), Python: cfg.Local.Python, Workers: cfg.Local.Workers,
-			IdleTimeout: cfg.Local.IdleTimeout.D(), StopTimeout: opts.StopTimeout, Stats: stats, Logger: log,
+			IdleTimeout: cfg.Local.IdleTimeout.D(), StopTimeout: opts.StopTimeout, Version: opts.Version, Stats: stats, Logger: log,
 		})
 		if err == nil {
 			d.target = d.local
@@ -340,6 +340,7 @@ func (d *Daemon) serve() {
 		mux := http.NewServeMux()
 		mux.Handle("/v1/", d.local)
 		mux.Handle("/v2/", d.local)
+		mux.Handle("/v2", d.local) // OIP server metadata, not a redirect to /v2/
 		mux.Handle("/", d.api)
 		handlers = []http.Handler{mux}
 	case d.local != nil:

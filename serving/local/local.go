@@ -44,6 +44,9 @@ type Options struct {
 	// MirrorConcurrency bounds mirrored and comparison requests in flight;
 	// beyond it they are dropped (and counted). Default 64.
 	MirrorConcurrency int
+	// Version is the daemon's, reported by the router's OIP server
+	// metadata (GET /v2). Default "dev".
+	Version string
 	// Stats receives per-version request metrics; a new registry when nil.
 	Stats  *metrics.Registry
 	Logger *slog.Logger
@@ -61,6 +64,9 @@ func (o *Options) defaults() {
 	def(&o.OrphanTimeout, 5*time.Minute)
 	if o.MirrorConcurrency == 0 {
 		o.MirrorConcurrency = 64
+	}
+	if o.Version == "" {
+		o.Version = "dev"
 	}
 	if o.Stats == nil {
 		o.Stats = metrics.NewRegistry()
