@@ -42,7 +42,7 @@ func (l *Local) serveServer(w http.ResponseWriter, r *http.Request) {
 	case "/v2", "/v2/":
 		body = map[string]any{"name": ServerName, "version": l.opts.Version, "extensions": []string{}}
 	case "/v1/models":
-		body = map[string][]string{"models": slices.Sorted(maps.Keys(l.routes.Load().models))}
+		body = map[string][]string{"models": append([]string{}, slices.Sorted(maps.Keys(l.routes.Load().models))...)}
 	default:
 		writeJSONError(w, http.StatusNotFound, fmt.Sprintf("no such endpoint: %s; use /v1/models/NAME:predict or /v2/models/NAME/infer", r.URL.Path))
 		return
