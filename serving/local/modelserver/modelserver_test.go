@@ -941,6 +941,15 @@ print(json.dumps(out.numpy().tolist()))
 		flat = append(flat, r.([]any)...)
 	}
 	assertClose(t, o["data"], flat)
+	// Strings are the client's mistake, not the model's failure.
+	code, out = call(t, "POST", p.url+"/v2/models/torchy/infer",
+		`{"inputs": [{"name": "x", "shape": [1, 4], "datatype": "BYTES", "data": ["a", "b", "c", "d"]}]}`)
+	if msg, _ := out["error"].(string); code != 400 || !strings.Contains(msg, "numeric tensors") {
+		t.Errorf("BYTES tensor: %d %v; want 400", code, out)
+	}
+	if code, out = call(t, "GET", p.url+"/v2/models/torchy", ""); code != 200 || out["platform"] != "pytorch" {
+		t.Errorf("metadata: %d %v; want platform pytorch", code, out)
+	}
 }
 
 func assertClose(t *testing.T, got, want any) {
