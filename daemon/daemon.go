@@ -141,7 +141,7 @@ func New(cfg *Config, opts Options) (*Daemon, error) {
 		d.local, err = local.New(local.Options{
 			StateDir: filepath.Join(stateDir, "local"), Python: cfg.Local.Python, Workers: cfg.Local.Workers,
 			IdleTimeout: cfg.Local.IdleTimeout.D(), StopTimeout: opts.StopTimeout, RunAsUser: cfg.Local.RunAsUser,
-			Stats: stats, Logger: log,
+			Version: opts.Version, Stats: stats, Logger: log,
 		})
 		if err == nil {
 			d.target = d.local
@@ -384,6 +384,7 @@ func (d *Daemon) serve() {
 		mux := http.NewServeMux()
 		mux.Handle("/v1/", d.local)
 		mux.Handle("/v2/", d.local)
+		mux.Handle("/v2", d.local) // OIP server metadata, not a redirect to /v2/
 		mux.Handle("/", d.api)
 		handlers = []http.Handler{mux}
 	case d.local != nil:

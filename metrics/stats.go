@@ -2,6 +2,7 @@ package metrics
 
 import (
 	"math"
+	"net/http"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -46,10 +47,16 @@ type Stats struct {
 	dropped  atomic.Uint64 // mirrored requests dropped under load
 }
 
-// Observe records one request's status code and latency.
+// Observe records one request's status code and latency. Errors are the
+// version's failures (5xx, or no answer); 501 Not Implemented is counted
+// with the client's (4xx): it answers a request that no version serves
+// (e.g. :explain without an explainer), so it says nothing of the version,
+// and a client must not be able to roll back a canary by sending it.
 func (s *Stats) Observe(code int, d time.Duration) {
 	s.requests.Add(1)
 	switch {
+	case code == http.StatusNotImplemented:
+		s.client.Add(1)
 	case code >= 500 || code == 0:
 		s.errors.Add(1)
 	case code >= 400:

@@ -11,6 +11,19 @@
 // run at once), samples a canary's requests to the stable version to
 // compare predictions, and records per-version metrics.
 //
+// The router speaks KServe V1 and the Open Inference Protocol (protocol.go).
+// It answers the server-level endpoints itself: /v2/health/live,
+// /v2/health/ready (400, ready false, while a deployed model has no version
+// that can serve), /v2 (server metadata) and /v1/models (the model list).
+// A path that names a version, /v2/models/NAME/versions/VERSION/..., goes
+// to that version when it takes traffic (VERSION is Merlin's version id),
+// and is a 404 otherwise; model metadata lists those versions whichever
+// one answers. X-Merlin-Version is set on every answer a version was
+// chosen for and on no other: not on server-level endpoints, an unknown
+// model or version, or a model with no version taking traffic. A client's
+// mistake is the model server's 4xx, never a 5xx that would count against
+// a canary.
+//
 // Apply is level-triggered: it records a model's desired deployment,
 // starts the versions that are missing and returns. The split the router
 // uses is decided by serving.Route, again whenever the deployment or a

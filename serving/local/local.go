@@ -48,6 +48,9 @@ type Options struct {
 	// root; empty means DefaultRunAsUser, "root" keeps root. A daemon that
 	// is not root runs them as itself and refuses another user.
 	RunAsUser string
+	// Version is the daemon's, reported by the router's OIP server
+	// metadata (GET /v2). Default "dev".
+	Version string
 	// Stats receives per-version request metrics; a new registry when nil.
 	Stats  *metrics.Registry
 	Logger *slog.Logger
@@ -65,6 +68,9 @@ func (o *Options) defaults() {
 	def(&o.OrphanTimeout, 5*time.Minute)
 	if o.MirrorConcurrency == 0 {
 		o.MirrorConcurrency = 64
+	}
+	if o.Version == "" {
+		o.Version = "dev"
 	}
 	if o.Stats == nil {
 		o.Stats = metrics.NewRegistry()

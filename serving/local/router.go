@@ -114,15 +114,13 @@ func isPredict(r *http.Request) bool {
 	return r.Method == http.MethodPost && (strings.HasSuffix(r.URL.Path, ":predict") || strings.HasSuffix(r.URL.Path, "/infer"))
 }
 
-// ServeHTTP routes a prediction request to a version of its model.
+// ServeHTTP routes a request to a version of its model: the version its
+// path names (/v2/models/NAME/versions/VERSION/...), or one drawn by
+// weight. Server-level endpoints it answers itself (protocol.go).
 func (l *Local) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if r.URL.Path == "/v2/health/live" || r.URL.Path == "/v2/health/ready" {
-		writeJSONError(w, http.StatusOK, "")
-		return
-	}
 	model, ok := modelOf(r.URL.Path)
 	if !ok {
-		writeJSONError(w, http.StatusNotFound, "no such endpoint: use /v1/models/NAME:predict or /v2/models/NAME/infer")
+		l.serveServer(w, r)
 		return
 	}
 	body, err := readBody(r)
@@ -130,17 +128,18 @@ func (l *Local) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeJSONError(w, http.StatusRequestEntityTooLarge, err.Error())
 		return
 	}
-	p, mr := l.acquire(model)
+	version := versionOf(r.URL.Path)
+	p, mr := l.acquire(model, version)
 	if p == nil {
-		if mr == nil {
-			writeJSONError(w, http.StatusNotFound, fmt.Sprintf("model %q not found", model))
-		} else {
-			writeJSONError(w, http.StatusServiceUnavailable, fmt.Sprintf("model %q has no version serving", model))
-		}
+		noVersion(w, r, model, version, mr)
 		return
 	}
 	defer p.release()
 	w.Header().Set(VersionHeader, p.v.ID)
+	if isModelReady(r) && !p.servable() {
+		notReady(w, model, fmt.Sprintf("version %s is %s", p.v.ID, p.status().State))
+		return
+	}
 	if err := p.awaitReady(r.Context()); err != nil {
 		writeJSONError(w, http.StatusServiceUnavailable, err.Error())
 		return
@@ -158,22 +157,29 @@ func (l *Local) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	stats.Observe(resp.code, time.Since(start))
+	if isModelMetadata(r) {
+		withVersions(resp, mr.versions())
+	}
 	resp.write(w)
-	if isPredict(r) {
+	if isPredict(r) && version == "" { // a request for one version is not the model's traffic to copy
 		l.sideRequests(mr, p, r, body, resp)
 	}
 }
 
-// acquire picks a version for a request and registers the request with
-// it. A version retired between the pick and the registration is skipped
-// by picking again from the newer table.
-func (l *Local) acquire(model string) (*process, *modelRoutes) {
+// acquire picks a version for a request, the one named when version is
+// not "" (it must take traffic), and registers the request with it. A
+// version retired between the pick and the registration is skipped by
+// picking again from the newer table.
+func (l *Local) acquire(model, version string) (*process, *modelRoutes) {
 	for range 3 {
 		mr := l.routes.Load().models[model]
 		if mr == nil {
 			return nil, nil
 		}
 		p := mr.pick()
+		if version != "" {
+			p = mr.version(version)
+		}
 		if p == nil {
 			return nil, mr
 		}

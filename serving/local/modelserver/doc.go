@@ -11,6 +11,15 @@
 // plus the library of the model's flavor (python3-sklearn, python3-xgboost,
 // python3-torch, python3-cloudpickle), imported lazily.
 //
+// Its status codes say whose fault a failure is, since the router counts
+// 5xx against a version in a canary's analysis: the client's mistakes are
+// 4xx (malformed JSON, a wrong shape or datatype, strings or NaN that a
+// numeric model refuses, an unknown requested output; :explain is 501, there
+// is no explainer), and only the model's own failures on well-formed input
+// are 500. V2 model metadata reports platform as KServe's model-format name
+// (sklearn, xgboost, pytorch, mlflow) and always has inputs and outputs
+// (empty lists for a model without a signature).
+//
 // Typical use by the local target:
 //
 //	py, err := modelserver.Python()          // /usr/bin/python3 with numpy and yaml

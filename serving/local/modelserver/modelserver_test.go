@@ -517,7 +517,7 @@ print(json.dumps(model.predict(json.loads(sys.argv[2])).tolist()))
 	t.Run("v2 metadata and health", func(t *testing.T) {
 		code, out := call(t, "GET", base+"/v2/models/iris-sklearn", "")
 		if code != 200 || out["name"] != "iris-sklearn" || !reflect.DeepEqual(out["versions"], []any{"v7"}) ||
-			out["platform"] == nil || out["inputs"] == nil {
+			out["platform"] != "sklearn" || out["inputs"] == nil || out["outputs"] == nil {
 			t.Fatalf("%d %v", code, out)
 		}
 		for _, path := range []string{"/v2/health/live", "/v2/health/ready", "/v2/models/iris-sklearn/ready"} {
@@ -545,7 +545,10 @@ print(json.dumps(model.predict(json.loads(sys.argv[2])).tolist()))
 			{"POST", "/v2/models/iris-sklearn/infer", `{"inputs": [{"name": "x", "shape": [2, 4], "datatype": "FP32", "data": [1,2,3,4]}]}`, 400, "needs 8 values"},
 			{"POST", "/v2/models/iris-sklearn/infer", `{"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP99", "data": [1,2,3,4]}]}`, 400, "unknown datatype"},
 			{"POST", "/v2/models/iris-sklearn/infer", `{"inputs": {}}`, 400, "non-empty list"},
-			{"POST", "/v1/models/iris-sklearn:predict", `{"instances": [["a","b","c","d"]]}`, 500, "prediction failed"},
+			{"POST", "/v1/models/iris-sklearn:predict", `{"instances": [["a","b","c","d"]]}`, 400, "the model cannot use this input"},
+			{"POST", "/v2/models/iris-sklearn/infer", `{"inputs": [{"name": "x", "shape": [1, 4], "datatype": "BYTES", "data": ["a","b","c","d"]}]}`, 400, "the model cannot use this input"},
+			{"POST", "/v2/models/iris-sklearn/infer", `{"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [1,2,3,4]}], "outputs": [{"name": "proba"}]}`, 400, `unknown output "proba"`},
+			{"POST", "/v1/models/iris-sklearn:explain", `{"instances": [[1,2,3,4]]}`, 501, "no explainer"},
 			{"GET", "/v1/models/iris-sklearn:predict", "", 405, "use POST"},
 			{"POST", "/v2/health/ready", "{}", 405, "use GET"},
 			{"GET", "/v3/nothing", "", 404, "no such endpoint"},
@@ -938,6 +941,15 @@ print(json.dumps(out.numpy().tolist()))
 		flat = append(flat, r.([]any)...)
 	}
 	assertClose(t, o["data"], flat)
+	// Strings are the client's mistake, not the model's failure.
+	code, out = call(t, "POST", p.url+"/v2/models/torchy/infer",
+		`{"inputs": [{"name": "x", "shape": [1, 4], "datatype": "BYTES", "data": ["a", "b", "c", "d"]}]}`)
+	if msg, _ := out["error"].(string); code != 400 || !strings.Contains(msg, "numeric tensors") {
+		t.Errorf("BYTES tensor: %d %v; want 400", code, out)
+	}
+	if code, out = call(t, "GET", p.url+"/v2/models/torchy", ""); code != 200 || out["platform"] != "pytorch" {
+		t.Errorf("metadata: %d %v; want platform pytorch", code, out)
+	}
 }
 
 func assertClose(t *testing.T, got, want any) {

@@ -26,10 +26,13 @@ Flavors, in order of preference: sklearn, xgboost, pytorch, python_function
 (a custom loader_module with an optional code dir, or an mlflow.pyfunc
 PythonModel pickle, loaded through a small built-in stand-in for mlflow).
 
-Protocols: KServe V1 (GET /v1/models/NAME, POST /v1/models/NAME:predict) and
-the Open Inference Protocol V2 (/v2/health/live, /v2/health/ready,
-/v2/models/NAME[/versions/V][/ready|/infer]). Every response is JSON with a
-Content-Length, written with a single send on a TCP_NODELAY socket.
+Protocols: KServe V1 (GET /v1/models/NAME, POST /v1/models/NAME:predict;
+:explain is 501, there is no explainer) and the Open Inference Protocol V2
+(/v2/health/live, /v2/health/ready, /v2/models/NAME[/versions/V][/ready|/infer]).
+Every response is JSON with a Content-Length, written with a single send on a
+TCP_NODELAY socket. A client's mistake (errors.BadInput: bad JSON, shape,
+datatype, values a numeric model refuses, an unknown output) is a 400; only
+the model's own failures are 500s, which count against a canary.
 
 Exit codes: 0 clean stop (SIGTERM/SIGINT, or orphaned and idle for
 --orphan-timeout), 1 load error, 2 bad arguments, 3 flavor without a local

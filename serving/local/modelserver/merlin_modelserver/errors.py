@@ -1,4 +1,4 @@
-"""Load errors, exit codes and the one-line "merlin:" log."""
+"""Load errors, input errors, exit codes and the one-line "merlin:" log."""
 
 import sys
 
@@ -21,6 +21,12 @@ APT_PACKAGES = {
     "yaml": "python3-yaml",
     "lightgbm": "python3-lightgbm",
 }
+
+
+class BadInput(Exception):
+    """The request's input is not what the model takes: the client's error
+    (HTTP 400), never the model server's (500). A canary must not be rolled
+    back because a client sent it strings."""
 
 
 class LoadError(Exception):

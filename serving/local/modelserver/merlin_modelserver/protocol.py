@@ -1,6 +1,12 @@
 """The KServe V1 and Open Inference Protocol V2 APIs: request decoding,
 routing, response encoding, errors. Transport-free: App.handle takes a
-method, a path and a body and returns (status, JSON body, extra headers)."""
+method, a path and a body and returns (status, JSON body, extra headers).
+
+Status codes say whose fault a failure is: 4xx the client's (malformed
+JSON, a wrong shape or datatype, values the model cannot use, an unknown
+output, a verb the server does not implement), 5xx the model server's own.
+The router counts 5xx against a version in a canary's analysis, so input
+errors must never be 5xx."""
 
 import json
 import struct
@@ -8,11 +14,57 @@ import time
 
 import numpy as np
 
+from .errors import BadInput
+
 _pack_double = struct.Struct("d").pack_into
 
 
-class BadRequest(Exception):
+class BadRequest(BadInput):
     """The request is malformed (HTTP 400)."""
+
+
+def _plain_numbers(x):
+    """Whether x is an array of finite numbers: input no numeric model may refuse."""
+    if not isinstance(x, np.ndarray) or x.dtype.kind not in "biuf":
+        return False
+    return x.dtype.kind != "f" or bool(np.isfinite(x).all())
+
+
+def predict(model, x):
+    """Runs the model on decoded input. A ValueError or TypeError of a
+    numeric model (sklearn, xgboost, pytorch) fed strings, NaN or infinity is
+    the model refusing the client's input: BadInput. Any other failure is
+    the model's own, re-raised."""
+    try:
+        return model.predict(x)
+    except BadInput:
+        raise
+    except (ValueError, TypeError) as e:
+        if (model.tabular or model.flavor == "pytorch") and not _plain_numbers(x):
+            raise BadInput("the model cannot use this input: %s" % e)
+        raise
+
+
+def requested_outputs(req):
+    """The output names an inference request asks for, or None for all."""
+    outs = req.get("outputs")
+    if outs is None:
+        return None
+    if not isinstance(outs, list) or not all(isinstance(o, dict) and isinstance(o.get("name"), str) for o in outs):
+        raise BadRequest('"outputs" must be a list of objects with a "name": [{"name": "predict"}]')
+    return [o["name"] for o in outs]
+
+
+def select_outputs(outs, names):
+    """The produced outputs the request asked for, in its order."""
+    if names is None:
+        return outs
+    by = {o["name"]: o for o in outs}
+    unknown = [n for n in names if n not in by]
+    if unknown:
+        raise BadRequest('unknown output %s: this model produces %s'
+                         % (", ".join('"%s"' % n for n in unknown), ", ".join('"%s"' % n for n in by)))
+    return [by[n] for n in names]
 
 
 V2_DTYPES = {
@@ -273,14 +325,9 @@ class App:
         self.v2_ready = dumps({"name": name, "ready": True})
         self.root = dumps({"status": "alive"})
         self.server_meta = dumps({"name": "merlin-modelserver", "version": "1", "extensions": []})
-        meta = {"name": name, "versions": [version], "platform": model.platform}
-        ins = sig_tensors(model.signature.get("inputs"), "input")
-        outs = sig_tensors(model.signature.get("outputs"), "predict")
-        if ins:
-            meta["inputs"] = ins
-        if outs:
-            meta["outputs"] = outs
-        self.v2_meta = dumps(meta)
+        self.v2_meta = dumps({"name": name, "versions": [version], "platform": model.platform,
+                              "inputs": sig_tensors(model.signature.get("inputs"), "input"),
+                              "outputs": sig_tensors(model.signature.get("outputs"), "predict")})
         self.simple = {"/v2/health/live": self.live, "/v2/health/ready": self.ready, "/v2": self.server_meta,
                        "/v1/models": self.v1_list, "/": self.root}
 
@@ -304,6 +351,15 @@ class App:
                 if name != self.name:
                     return self.not_found_model(name)
                 return self.v1_predict(body)
+            if rest.endswith(":explain"):
+                name = rest[:-8]
+                if method != "POST":
+                    return err(405, "use POST for %s" % path, b"Allow: POST\r\n")
+                if name != self.name:
+                    return self.not_found_model(name)
+                return err(501, 'model "%s" has no explainer: the local target serves predictions only' % name)
+            if ":" in rest:
+                return err(404, "no such endpoint: %s (verbs: :predict, :explain)" % path)
             if method != "GET":
                 return err(405, "use GET for %s" % path, b"Allow: GET\r\n")
             if rest != self.name:
@@ -359,13 +415,15 @@ class App:
             if instances is None:
                 raise BadRequest('request needs "instances" (or "inputs"): {"instances": [[...], ...]}')
             x = v1_input(self.model, instances)
-        except BadRequest as e:
+            y = predict(self.model, x)
+        except BadInput as e:
             return err(400, str(e))
-        try:
-            y = self.model.predict(x)
-            return ok(dumps({"predictions": v1_predictions(y)}))
         except Exception as e:  # noqa: BLE001
             return err(500, "prediction failed: %s: %s" % (type(e).__name__, e))
+        try:
+            return ok(dumps({"predictions": v1_predictions(y)}))
+        except Exception as e:  # noqa: BLE001
+            return err(500, "cannot encode the prediction: %s: %s" % (type(e).__name__, e))
 
     def v2_infer(self, body):
         try:
@@ -373,15 +431,24 @@ class App:
             if not isinstance(req, dict):
                 raise BadRequest('request must be a JSON object like {"inputs": [...]}')
             x = v2_input(self.model, req.get("inputs"))
-        except BadRequest as e:
+            names = requested_outputs(req)
+            y = predict(self.model, x)
+        except BadInput as e:
             return err(400, str(e))
-        try:
-            y = self.model.predict(x)
-            out = {"model_name": self.name, "model_version": self.version}
-            rid = req.get("id")
-            if rid is not None:
-                out["id"] = rid
-            out["outputs"] = v2_outputs(y)
-            return ok(dumps(out))
         except Exception as e:  # noqa: BLE001
             return err(500, "prediction failed: %s: %s" % (type(e).__name__, e))
+        try:
+            outs = select_outputs(v2_outputs(y), names)
+        except BadRequest as e:
+            return err(400, str(e))
+        except Exception as e:  # noqa: BLE001
+            return err(500, "cannot encode the prediction: %s: %s" % (type(e).__name__, e))
+        out = {"model_name": self.name, "model_version": self.version}
+        rid = req.get("id")
+        if rid is not None:
+            out["id"] = rid
+        out["outputs"] = outs
+        try:
+            return ok(dumps(out))
+        except Exception as e:  # noqa: BLE001
+            return err(500, "cannot encode the prediction: %s: %s" % (type(e).__name__, e))

@@ -11,8 +11,19 @@ from merlin_modelserver.protocol import App, BadRequest
 
 
 def tabular(n=2, signature=None):
-    return Model("sklearn", "sklearn_sklearn", lambda x: np.asarray(x).sum(axis=1), tabular=True, n_features=n,
+    return Model("sklearn", "sklearn", lambda x: np.asarray(x).sum(axis=1), tabular=True, n_features=n,
                  signature=signature)
+
+
+def numeric(n=2):
+    """A tabular model that, like scikit-learn, converts its input to floats
+    and refuses NaN."""
+    def predict(x):
+        a = np.asarray(x, dtype=np.float64)
+        if np.isnan(a).any():
+            raise ValueError("Input X contains NaN.")
+        return a.sum(axis=1)
+    return Model("sklearn", "sklearn", predict, tabular=True, n_features=n)
 
 
 class Decode(unittest.TestCase):
@@ -98,14 +109,66 @@ class Routing(unittest.TestCase):
 
     def test_health(self):
         self.assertEqual(self.call("GET", "/v2/health/ready")[:2], (200, {"ready": True}))
-        self.assertEqual(self.call("GET", "/v2/models/iris")[1]["platform"], "sklearn_sklearn")
+        self.assertEqual(self.call("GET", "/v2/models/iris")[1],
+                         {"name": "iris", "versions": ["v3"], "platform": "sklearn", "inputs": [], "outputs": []})
         self.assertEqual(self.call("GET", "/v1/models/iris")[1], {"name": "iris", "ready": True})
 
     def test_prediction_failure_is_500(self):
-        app = App(Model("python_function", "mlflow_pyfunc", lambda x: 1 / 0), "m", "1")
+        app = App(Model("python_function", "mlflow", lambda x: 1 / 0), "m", "1")
         status, body, _ = app.handle("POST", "/v1/models/m:predict", b'{"instances": [1]}')
         self.assertEqual(status, 500)
         self.assertIn("prediction failed: ZeroDivisionError", json.loads(body)["error"])
+
+
+class ClientErrorsAre4xx(unittest.TestCase):
+    """Input a model cannot use is the client's error: a 5xx would count
+    against a canary in its analysis."""
+
+    def setUp(self):
+        self.app = App(numeric(), "m", "v1")
+
+    def call(self, method, path, body=b""):
+        status, out, extra = self.app.handle(method, path, body)
+        return status, json.loads(out), extra
+
+    def infer(self, req):
+        return self.call("POST", "/v2/models/m/infer", json.dumps(req).encode())[:2]
+
+    def test_strings_and_nan(self):
+        t = {"name": "x", "shape": [1, 2], "datatype": "BYTES", "data": ["a", "b"]}
+        status, out = self.infer({"inputs": [t]})
+        self.assertEqual(status, 400, out)
+        self.assertIn("the model cannot use this input", out["error"])
+        status, out = self.call("POST", "/v1/models/m:predict", b'{"instances": [["a", "b"]]}')[:2]
+        self.assertEqual(status, 400, out)
+        status, out = self.call("POST", "/v1/models/m:predict", b'{"instances": [[NaN, 1]]}')[:2]
+        self.assertEqual((status, out["error"]), (400, "the model cannot use this input: Input X contains NaN."))
+        # BYTES that are numbers are numbers to the model.
+        self.assertEqual(self.infer({"inputs": [dict(t, data=["1", "2"])]})[0], 200)
+
+    def test_model_failure_on_numbers_stays_500(self):
+        def broken(x):
+            raise ValueError("a bug in the model")
+        app = App(Model("sklearn", "sklearn", broken, tabular=True, n_features=2), "m", "v1")
+        status, out, _ = app.handle("POST", "/v1/models/m:predict", b'{"instances": [[1, 2]]}')
+        self.assertEqual(status, 500, out)
+
+    def test_outputs(self):
+        t = {"name": "x", "shape": [1, 2], "datatype": "FP64", "data": [1, 2]}
+        status, out = self.infer({"inputs": [t], "outputs": [{"name": "predict"}]})
+        self.assertEqual((status, [o["name"] for o in out["outputs"]]), (200, ["predict"]))
+        status, out = self.infer({"inputs": [t], "outputs": [{"name": "proba"}]})
+        self.assertEqual((status, out["error"]), (400, 'unknown output "proba": this model produces "predict"'))
+        status, out = self.infer({"inputs": [t], "outputs": ["predict"]})
+        self.assertEqual(status, 400, out)
+
+    def test_explain(self):
+        status, out, _ = self.call("POST", "/v1/models/m:explain", b'{"instances": [[1, 2]]}')
+        self.assertEqual(status, 501)
+        self.assertIn("no explainer", out["error"])
+        self.assertEqual(self.call("GET", "/v1/models/m:explain")[0], 405)
+        self.assertEqual(self.call("POST", "/v1/models/other:explain", b"{}")[0], 404)
+        self.assertEqual(self.call("POST", "/v1/models/m:frobnicate", b"{}")[0], 404)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,12 @@ from ..errors import LoadError, MissingPackage
 
 
 class Model:
-    """A loaded model: a predict function plus what the protocols report about it."""
+    """A loaded model: a predict function plus what the protocols report about it.
+
+    platform is the model format's name as KServe's serving runtimes know it
+    (sklearn, xgboost, pytorch, mlflow): what the kubernetes target writes in
+    an InferenceService's modelFormat, so V2 model metadata says the same on
+    both targets. predict raises errors.BadInput for input it cannot use."""
 
     def __init__(self, flavor, platform, predict, tabular=False, n_features=None, signature=None):
         self.flavor = flavor

@@ -90,7 +90,7 @@ def load_python_model(model_dir, pf, meta):
             return fn(ctx, x)
     else:  # MLflow >= 2.20 allows predict(self, model_input)
         predict = fn
-    return Model("python_function", "mlflow_pyfunc", predict, signature=mlmodel.signature(meta))
+    return Model("python_function", "mlflow", predict, signature=mlmodel.signature(meta))
 
 
 def load_loader_module(model_dir, pf, meta, loader):
@@ -116,4 +116,4 @@ def load_loader_module(model_dir, pf, meta, loader):
     pred = getattr(obj, "predict", None)
     if pred is None:
         raise LoadError("%s._load_pyfunc returned a %s without predict()" % (loader, type(obj).__name__))
-    return Model("python_function", "mlflow_pyfunc", pred, signature=mlmodel.signature(meta))
+    return Model("python_function", "mlflow", pred, signature=mlmodel.signature(meta))

@@ -4,7 +4,7 @@ run on the CPU under no_grad."""
 import os
 
 from .. import mlmodel
-from ..errors import LoadError, MissingPackage, import_module
+from ..errors import BadInput, LoadError, MissingPackage, import_module
 from .common import Model, add_code_dir
 
 
@@ -42,7 +42,11 @@ def load(model_dir, fl, meta, data=None):
     from_numpy = torch.from_numpy
 
     def to_tensor(x):
-        return from_numpy(np.ascontiguousarray(np.asarray(x, dtype=np.float32)))
+        try:
+            a = np.asarray(x, dtype=np.float32)
+        except (ValueError, TypeError, OverflowError) as e:
+            raise BadInput("a pytorch model takes numeric tensors: %s" % e)
+        return from_numpy(np.ascontiguousarray(a))
 
     def predict(x):
         with no_grad():
@@ -52,5 +56,4 @@ def load(model_dir, fl, meta, data=None):
                 out = model(to_tensor(x))
         return out
 
-    return Model("pytorch", "pytorch_torchscript" if hasattr(model, "code") else "pytorch_pytorch", predict,
-                 signature=mlmodel.signature(meta))
+    return Model("pytorch", "pytorch", predict, signature=mlmodel.signature(meta))

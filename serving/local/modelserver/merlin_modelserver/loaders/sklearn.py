@@ -28,5 +28,5 @@ def load(model_dir, fl, meta, predict_fn="predict"):
     fn = getattr(model, predict_fn or "predict", None)
     if fn is None:
         raise LoadError("sklearn model %s has no %s() method" % (type(model).__name__, predict_fn))
-    return Model("sklearn", "sklearn_sklearn", fn, tabular=True, n_features=n_features(model),
+    return Model("sklearn", "sklearn", fn, tabular=True, n_features=n_features(model),
                  signature=mlmodel.signature(meta))

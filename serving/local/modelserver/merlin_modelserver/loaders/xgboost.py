@@ -52,11 +52,11 @@ def load(model_dir, fl, meta):
 
             def predict(x):
                 return booster.predict(dmatrix(x))
-            return Model("xgboost", "xgboost_booster", predict, tabular=True, n_features=booster.num_features(),
+            return Model("xgboost", "xgboost", predict, tabular=True, n_features=booster.num_features(),
                          signature=sig)
         model = klass()
         model.load_model(data)
     except Exception as e:  # noqa: BLE001
         raise LoadError("cannot load xgboost model %s: %s: %s" % (data, type(e).__name__, e))
-    return Model("xgboost", "xgboost_xgboost", model.predict, tabular=True, n_features=n_features(model),
+    return Model("xgboost", "xgboost", model.predict, tabular=True, n_features=n_features(model),
                  signature=sig)
