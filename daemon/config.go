@@ -10,6 +10,8 @@ import (
 	"strings"
 	"time"
 
+	"k8s.io/apimachinery/pkg/api/resource"
+
 	"merlin.dev/merlin/manifest"
 )
 
@@ -55,6 +57,12 @@ type GitHub struct {
 }
 
 // Local configures the local target.
+//
+//	local:
+//	  listen: 127.0.0.1:8080     # the model endpoint (router)
+//	  stateDir: .merlin
+//	  maxRequestBytes: 8Mi       # larger request bodies get 413, before they are read
+//	                             # when the client states a Content-Length
 type Local struct {
 	// Listen is the model endpoint (router) address.
 	Listen string `yaml:"listen"`
@@ -66,6 +74,22 @@ type Local struct {
 	IdleTimeout manifest.Duration `yaml:"idleTimeout"`
 	// Python is the interpreter for model servers.
 	Python string `yaml:"python"`
+	// MaxRequestBytes is the largest request body the router accepts, a
+	// quantity such as 8Mi or 100M; default 8Mi.
+	MaxRequestBytes manifest.Quantity `yaml:"maxRequestBytes"`
+}
+
+// quantityBytes is a quantity of bytes, or 0 when unset or invalid (the decoder
+// and validate refuse invalid ones).
+func quantityBytes(q manifest.Quantity) int64 {
+	if q == "" {
+		return 0
+	}
+	v, err := resource.ParseQuantity(string(q))
+	if err != nil {
+		return 0
+	}
+	return v.Value()
 }
 
 // Kubernetes configures the kubernetes target (SPEC §3, §6). The daemon
@@ -258,6 +282,9 @@ func (c *Config) validate() []fieldProblem {
 	}
 	if c.Metrics.Provider == "prometheus" && c.Metrics.URL == "" {
 		add("metrics.url", "is required for the prometheus provider")
+	}
+	if q := c.Local.MaxRequestBytes; q != "" && quantityBytes(q) <= 0 {
+		add("local.maxRequestBytes", "%q must be a positive number of bytes such as 8Mi", q)
 	}
 	return append(problems, c.Server.validate()...)
 }

@@ -136,6 +136,7 @@ func New(cfg *Config, opts Options) (*Daemon, error) {
 		d.local, err = local.New(local.Options{
 			StateDir: filepath.Join(stateDir, "local"), Python: cfg.Local.Python, Workers: cfg.Local.Workers,
 			IdleTimeout: cfg.Local.IdleTimeout.D(), StopTimeout: opts.StopTimeout, Stats: stats, Logger: log,
+			MaxRequestBytes: quantityBytes(cfg.Local.MaxRequestBytes),
 		})
 		if err == nil {
 			d.target = d.local

@@ -44,6 +44,10 @@ type Options struct {
 	// MirrorConcurrency bounds mirrored and comparison requests in flight;
 	// beyond it they are dropped (and counted). Default 64.
 	MirrorConcurrency int
+	// MaxRequestBytes refuses larger request bodies with 413: at once when
+	// the client states a Content-Length, else as soon as the body passes
+	// it. Default DefaultMaxRequestBytes.
+	MaxRequestBytes int64
 	// Stats receives per-version request metrics; a new registry when nil.
 	Stats  *metrics.Registry
 	Logger *slog.Logger
@@ -61,6 +65,9 @@ func (o *Options) defaults() {
 	def(&o.OrphanTimeout, 5*time.Minute)
 	if o.MirrorConcurrency == 0 {
 		o.MirrorConcurrency = 64
+	}
+	if o.MaxRequestBytes <= 0 {
+		o.MaxRequestBytes = DefaultMaxRequestBytes
 	}
 	if o.Stats == nil {
 		o.Stats = metrics.NewRegistry()

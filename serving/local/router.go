@@ -1,16 +1,13 @@
 package local
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"net/http"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"merlin.dev/merlin/metrics"
@@ -19,7 +16,7 @@ import (
 // VersionHeader names the version that answered, on every model response.
 const VersionHeader = "X-Merlin-Version"
 
-// maxBody bounds request and response bodies the router buffers.
+// maxBody bounds the model servers' response bodies the router buffers.
 const maxBody = 64 << 20
 
 // routeTable is an immutable snapshot of every model's routes, swapped
@@ -125,9 +122,12 @@ func (l *Local) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeJSONError(w, http.StatusNotFound, "no such endpoint: use /v1/models/NAME:predict or /v2/models/NAME/infer")
 		return
 	}
-	body, err := readBody(r)
+	if l.refuseLength(w, r) {
+		return
+	}
+	body, err := readBody(r, l.opts.MaxRequestBytes)
 	if err != nil {
-		writeJSONError(w, http.StatusRequestEntityTooLarge, err.Error())
+		refuseBody(w, err)
 		return
 	}
 	p, mr := l.acquire(model)
@@ -203,24 +203,6 @@ func (r *response) write(w http.ResponseWriter) {
 	h.Set("Content-Length", strconv.Itoa(len(r.body)))
 	w.WriteHeader(r.code)
 	_, _ = w.Write(r.body)
-}
-
-var bufPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
-
-func readBody(r *http.Request) ([]byte, error) {
-	if r.Body == nil || r.Body == http.NoBody {
-		return nil, nil
-	}
-	buf := bufPool.Get().(*bytes.Buffer)
-	defer bufPool.Put(buf)
-	buf.Reset()
-	if _, err := buf.ReadFrom(io.LimitReader(r.Body, maxBody+1)); err != nil {
-		return nil, fmt.Errorf("read request: %w", err)
-	}
-	if buf.Len() > maxBody {
-		return nil, fmt.Errorf("request body larger than %d bytes", maxBody)
-	}
-	return bytes.Clone(buf.Bytes()), nil
 }
 
 // forward sends a request to a version's server and reads its answer.
