@@ -136,7 +136,8 @@ func New(cfg *Config, opts Options) (*Daemon, error) {
 		d.local, err = local.New(local.Options{
 			StateDir: filepath.Join(stateDir, "local"), Python: cfg.Local.Python, Workers: cfg.Local.Workers,
 			IdleTimeout: cfg.Local.IdleTimeout.D(), StopTimeout: opts.StopTimeout, Stats: stats, Logger: log,
-			MaxRequestBytes: quantityBytes(cfg.Local.MaxRequestBytes),
+			MaxRequestBytes: quantityBytes(cfg.Local.MaxRequestBytes), MaxBufferedBytes: quantityBytes(cfg.Local.MaxBufferedBytes),
+			MaxConcurrency: cfg.Local.MaxConcurrency, MaxQueue: cfg.Local.MaxQueue, QueueTimeout: cfg.Local.QueueTimeout.D(),
 		})
 		if err == nil {
 			d.target = d.local
