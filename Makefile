@@ -39,6 +39,8 @@ bench: ## print the performance figures (about 10 minutes; uses real model serve
 	$(GO) test ./serving/local/modelserver -run '^$$' -bench BenchmarkPredict -benchtime 3s
 	@echo "== router overhead"
 	$(GO) test ./serving/local -run '^$$' -bench BenchmarkRouterOverhead -benchtime 1x | grep -v '^[0-9/: ]*INFO'
+	@echo "== daemon memory: 10 concurrent 60 MB predictions"
+	$(GO) test ./e2e -run '^$$' -bench BenchmarkLargeRequestsMemory -benchtime 1x -timeout 10m | grep -v '^[0-9/: ]*INFO'
 	@echo "== commit → serving"
 	$(GO) test ./e2e -run '^$$' -bench BenchmarkCommitToServing -benchtime 1x -timeout 15m
 	@echo "== rollbacks"

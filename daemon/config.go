@@ -10,6 +10,8 @@ import (
 	"strings"
 	"time"
 
+	"k8s.io/apimachinery/pkg/api/resource"
+
 	"merlin.dev/merlin/manifest"
 )
 
@@ -55,6 +57,23 @@ type GitHub struct {
 }
 
 // Local configures the local target.
+//
+//	local:
+//	  listen: 127.0.0.1:8080     # the model endpoint (router)
+//	  stateDir: .merlin
+//	  maxRequestBytes: 8Mi       # larger request bodies get 413, before they are read
+//	                             # when the client states a Content-Length
+//	  maxBufferedBytes: 64Mi     # request bytes the router holds in memory at once, all models;
+//	                             # at least maxRequestBytes; beyond it requests queue, then 503
+//	  maxConcurrency: 64         # requests of one model in flight; beyond it they queue, then 429
+//	  maxQueue: 64               # requests that may wait for a model (and for bytes); -1: none
+//	  queueTimeout: 1s           # how long one waits
+//
+// Bodies over 1 MiB with a stated length are streamed to the model server
+// (a 32 KiB buffer each, not their size, and they are not mirrored);
+// shorter ones and chunked ones are read first. 413, 429 and 503 refusals
+// are answered before a version is picked and count on no version's
+// stats: a client's excess never fails a canary.
 type Local struct {
 	// Listen is the model endpoint (router) address.
 	Listen string `yaml:"listen"`
@@ -70,6 +89,30 @@ type Local struct {
 	// root (default nobody; "root" keeps root). A daemon that is not root
 	// runs them as itself.
 	RunAsUser string `yaml:"runAsUser"`
+	// MaxRequestBytes is the largest request body the router accepts, a
+	// quantity such as 8Mi or 100M; default 8Mi.
+	MaxRequestBytes manifest.Quantity `yaml:"maxRequestBytes"`
+	// MaxBufferedBytes bounds the request bytes held in memory; default 64Mi.
+	MaxBufferedBytes manifest.Quantity `yaml:"maxBufferedBytes"`
+	// MaxConcurrency bounds each model's requests in flight; default 64.
+	MaxConcurrency int `yaml:"maxConcurrency"`
+	// MaxQueue bounds the requests waiting for room; default 64, -1 none.
+	MaxQueue int `yaml:"maxQueue"`
+	// QueueTimeout bounds the wait of one; default 1s.
+	QueueTimeout manifest.Duration `yaml:"queueTimeout"`
+}
+
+// quantityBytes is a quantity of bytes, or 0 when unset or invalid (the decoder
+// and validate refuse invalid ones).
+func quantityBytes(q manifest.Quantity) int64 {
+	if q == "" {
+		return 0
+	}
+	v, err := resource.ParseQuantity(string(q))
+	if err != nil {
+		return 0
+	}
+	return v.Value()
 }
 
 // Kubernetes configures the kubernetes target (SPEC §3, §6). The daemon
@@ -263,7 +306,33 @@ func (c *Config) validate() []fieldProblem {
 	if c.Metrics.Provider == "prometheus" && c.Metrics.URL == "" {
 		add("metrics.url", "is required for the prometheus provider")
 	}
+	problems = append(problems, c.Local.validate()...)
 	return append(problems, c.Server.validate()...)
+}
+
+func (l Local) validate() []fieldProblem {
+	var problems []fieldProblem
+	add := func(field, format string, args ...any) {
+		problems = append(problems, fieldProblem{"local." + field, fmt.Sprintf(format, args...)})
+	}
+	for _, f := range []struct {
+		name string
+		q    manifest.Quantity
+	}{{"maxRequestBytes", l.MaxRequestBytes}, {"maxBufferedBytes", l.MaxBufferedBytes}} {
+		if f.q != "" && quantityBytes(f.q) <= 0 {
+			add(f.name, "%q must be a positive number of bytes such as 8Mi", f.q)
+		}
+	}
+	if l.MaxConcurrency < 0 {
+		add("maxConcurrency", "must be positive (0: the default, 64)")
+	}
+	if l.MaxQueue < -1 {
+		add("maxQueue", "must be -1 (no queue), 0 (the default, 64) or more")
+	}
+	if l.QueueTimeout < 0 {
+		add("queueTimeout", "must not be negative")
+	}
+	return problems
 }
 
 func (s Server) validate() []fieldProblem {

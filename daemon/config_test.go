@@ -53,6 +53,12 @@ func TestConfigErrorsArePositioned(t *testing.T) {
 			[]string{`server.allowedHosts[1]: "h.example:80" must be a host name or address, without scheme or port`}},
 		{"listen without port", "repositories: [{name: a, url: /x}]\nserver: {listen: localhost}\n",
 			[]string{`c.yaml:2:18: server.listen: "localhost" must be host:port`}},
+		{"request limit not a size", "repositories: [{name: a, url: /x}]\nlocal: {maxRequestBytes: lots}\n",
+			[]string{`c.yaml:2:26: local.maxRequestBytes: invalid quantity "lots"`}},
+		{"request limit zero", "repositories: [{name: a, url: /x}]\nlocal: {maxRequestBytes: 0}\n",
+			[]string{`c.yaml:2:26: local.maxRequestBytes: "0" must be a positive number of bytes`}},
+		{"negative concurrency", "repositories: [{name: a, url: /x}]\nlocal: {maxConcurrency: -3, maxQueue: -2}\n",
+			[]string{`c.yaml:2:25: local.maxConcurrency: must be positive`, `c.yaml:2:39: local.maxQueue: must be -1`}},
 		{"several at once", "repositories:\n  - {name: A, url: /x}\ntarget: cloud\n",
 			[]string{`c.yaml:2:12: repositories[0].name`, `c.yaml:3:9: target`}},
 	}
@@ -80,5 +86,29 @@ func TestConfigPathsAsWritten(t *testing.T) {
 	}
 	if got := reconciler.CleanPaths(c.Repositories[0].Paths); strings.Join(got, " ") != "models a/b ." {
 		t.Fatalf("paths read as %q", got)
+	}
+}
+
+// TestConfigLocalLimits reads the router's limits in the quantities people
+// write, and their defaults.
+func TestConfigLocalLimits(t *testing.T) {
+	c, err := ParseConfig("c.yaml", []byte("repositories: [{name: a, url: /x}]\n"+
+		"local: {maxRequestBytes: 100M, maxBufferedBytes: 1Gi, maxConcurrency: 8, maxQueue: -1, queueTimeout: 250ms}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := c.Local
+	if got := quantityBytes(l.MaxRequestBytes); got != 100_000_000 {
+		t.Errorf("maxRequestBytes 100M read as %d", got)
+	}
+	if got := quantityBytes(l.MaxBufferedBytes); got != 1<<30 || l.MaxConcurrency != 8 || l.MaxQueue != -1 || l.QueueTimeout.D() != 250*time.Millisecond {
+		t.Errorf("read as %d bytes, %d, %d, %s", got, l.MaxConcurrency, l.MaxQueue, l.QueueTimeout.D())
+	}
+	c, err = ParseConfig("c.yaml", []byte("repositories: [{name: a, url: /x}]\nlocal: {maxRequestBytes: 8Mi}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := quantityBytes(c.Local.MaxRequestBytes); got != 8<<20 {
+		t.Errorf("maxRequestBytes 8Mi read as %d", got)
 	}
 }

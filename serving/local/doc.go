@@ -24,6 +24,13 @@
 // mistake is the model server's 4xx, never a 5xx that would count against
 // a canary.
 //
+// The router bounds what requests make it hold (admission.go): bodies over
+// MaxRequestBytes are refused before they are read, bodies over 1 MiB are
+// streamed to the model server as they arrive, the bodies it reads into
+// memory share a byte budget, and each model has a number of requests in
+// flight with a short bounded queue. Its refusals (413, 429, 503) come
+// before a version is picked, so they weigh on no version's analysis.
+//
 // Apply is level-triggered: it records a model's desired deployment,
 // starts the versions that are missing and returns. The split the router
 // uses is decided by serving.Route, again whenever the deployment or a

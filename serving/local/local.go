@@ -51,6 +51,25 @@ type Options struct {
 	// Version is the daemon's, reported by the router's OIP server
 	// metadata (GET /v2). Default "dev".
 	Version string
+	// MaxRequestBytes refuses larger request bodies with 413: at once when
+	// the client states a Content-Length, else as soon as the body passes
+	// it. Default DefaultMaxRequestBytes.
+	MaxRequestBytes int64
+	// MaxBufferedBytes bounds the request bytes the router holds in memory
+	// at once, across models: bodies read before they are sent (and kept
+	// for mirrors), and a copy buffer per streamed body. A request that
+	// does not fit waits like a queued one, then gets 503. Default 64 MiB,
+	// and never below MaxRequestBytes.
+	MaxBufferedBytes int64
+	// MaxConcurrency is how many requests of one model the router sends to
+	// its versions at once. Default 64.
+	MaxConcurrency int
+	// MaxQueue is how many more requests of a model (and of the byte
+	// budget) may wait, each up to QueueTimeout; beyond, 429 with
+	// Retry-After. Default 64; negative: none wait.
+	MaxQueue int
+	// QueueTimeout bounds the wait of a queued request. Default 1s.
+	QueueTimeout time.Duration
 	// Stats receives per-version request metrics; a new registry when nil.
 	Stats  *metrics.Registry
 	Logger *slog.Logger
@@ -72,6 +91,20 @@ func (o *Options) defaults() {
 	if o.Version == "" {
 		o.Version = "dev"
 	}
+	if o.MaxRequestBytes <= 0 {
+		o.MaxRequestBytes = DefaultMaxRequestBytes
+	}
+	if o.MaxBufferedBytes <= 0 {
+		o.MaxBufferedBytes = DefaultMaxBufferedBytes
+	}
+	o.MaxBufferedBytes = max(o.MaxBufferedBytes, o.MaxRequestBytes)
+	if o.MaxConcurrency <= 0 {
+		o.MaxConcurrency = DefaultMaxConcurrency
+	}
+	if o.MaxQueue == 0 {
+		o.MaxQueue = DefaultMaxQueue
+	}
+	def(&o.QueueTimeout, time.Second)
 	if o.Stats == nil {
 		o.Stats = metrics.NewRegistry()
 	}
@@ -99,6 +132,7 @@ type Local struct {
 	probe     *http.Client
 	stats     *metrics.Registry
 	mirrorSem chan struct{}
+	bytes     *limiter // request bytes in memory
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -115,6 +149,7 @@ type Local struct {
 	// conds are each model's last conditions, kept so that their
 	// transition times stay put while nothing changes.
 	conds   map[string][]serving.Condition
+	gates   map[string]*limiter // each model's requests in flight
 	routes  atomic.Pointer[routeTable]
 	kick    chan struct{} // a version changed state: converge
 	changes chan struct{}
@@ -168,6 +203,8 @@ func New(opts Options) (*Local, error) {
 		opts: opts, log: opts.Logger, serverPkg: serverPkg, python: python, runAs: runAs, stats: opts.Stats,
 		probe:       &http.Client{Timeout: 2 * time.Second},
 		mirrorSem:   make(chan struct{}, opts.MirrorConcurrency),
+		bytes:       newLimiter(opts.MaxBufferedBytes, max(opts.MaxQueue, 0)),
+		gates:       map[string]*limiter{},
 		ctx:         ctx,
 		cancel:      cancel,
 		procs:       map[string]*process{},
@@ -365,6 +402,7 @@ func (l *Local) Delete(_ context.Context, model string) error {
 	delete(l.deployments, model)
 	delete(l.routing, model)
 	delete(l.conds, model)
+	delete(l.gates, model)
 	l.publishLocked()
 	for _, p := range l.procs {
 		if p.v.Model == model {

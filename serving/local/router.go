@@ -1,16 +1,13 @@
 package local
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"net/http"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"merlin.dev/merlin/metrics"
@@ -19,7 +16,7 @@ import (
 // VersionHeader names the version that answered, on every model response.
 const VersionHeader = "X-Merlin-Version"
 
-// maxBody bounds request and response bodies the router buffers.
+// maxBody bounds the model servers' response bodies the router buffers.
 const maxBody = 64 << 20
 
 // routeTable is an immutable snapshot of every model's routes, swapped
@@ -35,6 +32,7 @@ type modelRoutes struct {
 	compare    *process // requests served by compare are sampled ...
 	baseline   *process // ... and also sent to baseline
 	comparePct int
+	gate       *limiter // the model's requests in flight
 }
 
 // mirror is one shadow version of a model and the share of the model's
@@ -70,7 +68,7 @@ func (l *Local) publishLocked() {
 	t := &routeTable{models: make(map[string]*modelRoutes, len(l.deployments))}
 	for model, d := range l.deployments {
 		r := l.routing[model]
-		mr := &modelRoutes{}
+		mr := &modelRoutes{gate: l.gateLocked(model)}
 		cum := 0
 		for _, id := range r.Keep {
 			if w := r.Traffic[id]; w > 0 && l.procs[id] != nil {
@@ -123,11 +121,11 @@ func (l *Local) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		l.serveServer(w, r)
 		return
 	}
-	body, err := readBody(r)
-	if err != nil {
-		writeJSONError(w, http.StatusRequestEntityTooLarge, err.Error())
+	body := l.admitRequest(w, r, model)
+	if body == nil {
 		return
 	}
+	defer body.end()
 	version := versionOf(r.URL.Path)
 	p, mr := l.acquire(model, version)
 	if p == nil {
@@ -146,12 +144,9 @@ func (l *Local) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	stats := l.stats.For(p.v.Model, p.v.ID)
 	start := time.Now()
-	resp, err := l.forward(r.Context(), p, r, body)
+	resp, err := l.forward(r.Context(), p, r, body.payload)
 	if err != nil {
-		code := http.StatusBadGateway
-		if r.Context().Err() != nil {
-			code = 499 // the client went away; not the model's fault
-		}
+		code := failedCode(r, body)
 		stats.Observe(code, time.Since(start))
 		writeJSONError(w, code, fmt.Sprintf("model server of %s: %v", p.v.ID, err))
 		return
@@ -211,26 +206,8 @@ func (r *response) write(w http.ResponseWriter) {
 	_, _ = w.Write(r.body)
 }
 
-var bufPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
-
-func readBody(r *http.Request) ([]byte, error) {
-	if r.Body == nil || r.Body == http.NoBody {
-		return nil, nil
-	}
-	buf := bufPool.Get().(*bytes.Buffer)
-	defer bufPool.Put(buf)
-	buf.Reset()
-	if _, err := buf.ReadFrom(io.LimitReader(r.Body, maxBody+1)); err != nil {
-		return nil, fmt.Errorf("read request: %w", err)
-	}
-	if buf.Len() > maxBody {
-		return nil, fmt.Errorf("request body larger than %d bytes", maxBody)
-	}
-	return bytes.Clone(buf.Bytes()), nil
-}
-
 // forward sends a request to a version's server and reads its answer.
-func (l *Local) forward(ctx context.Context, p *process, in *http.Request, body []byte) (*response, error) {
+func (l *Local) forward(ctx context.Context, p *process, in *http.Request, body payload) (*response, error) {
 	return p.upstream().do(ctx, in.Method, in.URL.RequestURI(), in.Header, body)
 }
 
@@ -238,11 +215,12 @@ func (l *Local) forward(ctx context.Context, p *process, in *http.Request, body 
 // prediction request, in the background and bounded: under load they are
 // dropped, never queued, so they cannot slow clients down. Each mirror
 // draws its own share and is judged on its own stats; the copies share
-// one read-only request.
-func (l *Local) sideRequests(mr *modelRoutes, served *process, r *http.Request, body []byte, resp *response) {
+// one read-only request. A streamed body is gone: its side requests are
+// dropped.
+func (l *Local) sideRequests(mr *modelRoutes, served *process, r *http.Request, body *reqBody, resp *response) {
 	var in *http.Request
 	for _, m := range mr.mirrors {
-		if m.p != served && rand.IntN(100) < m.pct && l.admit(m.p, m.p) {
+		if m.p != served && rand.IntN(100) < m.pct && l.admit(m.p, m.p, body) {
 			if in == nil {
 				in = sideCopy(r)
 			}
@@ -250,7 +228,7 @@ func (l *Local) sideRequests(mr *modelRoutes, served *process, r *http.Request, 
 		}
 	}
 	if mr.compare == served && mr.baseline != nil && mr.baseline != served && rand.IntN(100) < mr.comparePct &&
-		l.admit(mr.baseline, served) {
+		l.admit(mr.baseline, served, body) {
 		if in == nil {
 			in = sideCopy(r)
 		}
@@ -264,10 +242,15 @@ func sideCopy(r *http.Request) *http.Request {
 	return &http.Request{Method: r.Method, URL: r.URL, Header: r.Header.Clone()}
 }
 
-// admit takes a side-request slot and registers the request with `to`, or
-// counts it as dropped on the stats of `judged`: when too many are in
-// flight, or `to` is not ready (a shadow is never woken or waited for).
-func (l *Local) admit(to, judged *process) bool {
+// admit takes a side-request slot, registers the request with `to` and
+// holds the body, or counts it as dropped on the stats of `judged`: when
+// too many are in flight, `to` is not ready (a shadow is never woken or
+// waited for), or the body was streamed.
+func (l *Local) admit(to, judged *process, body *reqBody) bool {
+	if body.stream != nil {
+		l.stats.For(judged.v.Model, judged.v.ID).Dropped()
+		return false
+	}
 	select {
 	case l.mirrorSem <- struct{}{}:
 	default:
@@ -285,21 +268,23 @@ func (l *Local) admit(to, judged *process) bool {
 		l.stats.For(judged.v.Model, judged.v.ID).Dropped()
 		return false
 	}
+	body.hold()
 	return true
 }
 
 // sideRequest sends an admitted request to `to` in the background and
 // records, on the stats of `judged`, how its prediction compares with the
 // other side's. It releases what admit took.
-func (l *Local) sideRequest(to, judged *process, in *http.Request, body []byte, served *response) {
+func (l *Local) sideRequest(to, judged *process, in *http.Request, body *reqBody, served *response) {
 	stats := l.stats.For(judged.v.Model, judged.v.ID)
 	go func() {
 		defer func() { <-l.mirrorSem }()
 		defer to.release()
+		defer body.drop()
 		ctx, cancel := context.WithTimeout(l.ctx, 30*time.Second)
 		defer cancel()
 		start := time.Now()
-		resp, err := l.forward(ctx, to, in, body)
+		resp, err := l.forward(ctx, to, in, body.payload)
 		shadow := to == judged // a mirror: the side request is the judged version's own traffic
 		if err != nil {
 			if shadow {
