@@ -432,3 +432,24 @@ func TestProtocol(t *testing.T) {
 		}
 	})
 }
+
+func TestV2Path(t *testing.T) {
+	for _, c := range []struct {
+		path, version, rest string
+		ok                  bool
+	}{
+		{"/v2/models/iris", "", "", true},
+		{"/v2/models/iris/ready", "", "ready", true},
+		{"/v2/models/iris/infer", "", "infer", true},
+		{"/v2/models/iris/versions/iris-1a2b3c4d", "iris-1a2b3c4d", "", true},
+		{"/v2/models/iris/versions/iris-1a2b3c4d/infer", "iris-1a2b3c4d", "infer", true},
+		{"/v2/models/iris/versions/iris-1a2b3c4d/ready", "iris-1a2b3c4d", "ready", true},
+		{"/v1/models/iris:predict", "", "", false},
+		{"/v2/health/ready", "", "", false},
+	} {
+		version, rest, ok := v2Path(c.path)
+		if version != c.version || rest != c.rest || ok != c.ok {
+			t.Errorf("v2Path(%q) = %q, %q, %v; want %q, %q, %v", c.path, version, rest, ok, c.version, c.rest, c.ok)
+		}
+	}
+}
