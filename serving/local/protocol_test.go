@@ -260,6 +260,7 @@ func TestProtocol(t *testing.T) {
 			{"infer, not JSON", "POST", "/v2/models/iris/infer", `{"inputs": [`, 400, infer, "inference_error_response", isError},
 			{"infer, unknown datatype", "POST", "/v2/models/iris/infer", strings.Replace(irisInfer, "FP64", "FP99", 1), 400, infer, "inference_error_response", isError},
 			{"infer, shape and data disagree", "POST", "/v2/models/iris/infer", strings.Replace(irisInfer, "[1, 4]", "[2, 4]", 1), 400, infer, "inference_error_response", isError},
+			{"infer, numeric id", "POST", "/v2/models/iris/infer", strings.Replace(irisInfer, `"42"`, `42`, 1), 400, infer, "inference_error_response", isError},
 			{"infer, no inputs", "POST", "/v2/models/iris/infer", `{"id": "1"}`, 400, infer, "inference_error_response", isError},
 			{"unknown model, metadata", "GET", "/v2/models/nope", "", 404, "", "metadata_model_error_response", isError},
 			{"unknown model, infer", "POST", "/v2/models/nope/infer", irisInfer, 404, infer, "inference_error_response", isError},
