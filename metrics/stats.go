@@ -203,7 +203,7 @@ func (r *Registry) Forget(version string) {
 
 var (
 	descRequests = prometheus.NewDesc("merlin_requests_total",
-		"Prediction requests served by a model version, by status class (2xx, 4xx, 5xx; 5xx includes requests the model server never answered).",
+		"Prediction requests served by a model version, by status class (2xx, 4xx, 5xx; 5xx includes requests the model server never answered, 4xx includes 501 Not Implemented, which no version implements).",
 		[]string{"model", "version", "code"}, nil)
 	descLatency = prometheus.NewDesc("merlin_request_duration_seconds",
 		"Latency of prediction requests through the router, per model version.",

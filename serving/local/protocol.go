@@ -80,7 +80,17 @@ func (m *modelRoutes) versions() []string {
 	return out
 }
 
-// version returns the version id of a model that takes traffic, or nil.
+// choose returns the version a request names, or draws one by weight
+// when it names none.
+func (m *modelRoutes) choose(version string) *process {
+	if version == "" {
+		return m.pick()
+	}
+	return m.version(version)
+}
+
+// version returns the process of the version id when it takes traffic,
+// or nil.
 func (m *modelRoutes) version(id string) *process {
 	for _, c := range m.choices {
 		if c.p.v.ID == id {

@@ -260,6 +260,7 @@ func TestProtocol(t *testing.T) {
 			{"infer, not JSON", "POST", "/v2/models/iris/infer", `{"inputs": [`, 400, infer, "inference_error_response", isError},
 			{"infer, unknown datatype", "POST", "/v2/models/iris/infer", strings.Replace(irisInfer, "FP64", "FP99", 1), 400, infer, "inference_error_response", isError},
 			{"infer, shape and data disagree", "POST", "/v2/models/iris/infer", strings.Replace(irisInfer, "[1, 4]", "[2, 4]", 1), 400, infer, "inference_error_response", isError},
+			{"infer, numeric id", "POST", "/v2/models/iris/infer", strings.Replace(irisInfer, `"42"`, `42`, 1), 400, infer, "inference_error_response", isError},
 			{"infer, no inputs", "POST", "/v2/models/iris/infer", `{"id": "1"}`, 400, infer, "inference_error_response", isError},
 			{"unknown model, metadata", "GET", "/v2/models/nope", "", 404, "", "metadata_model_error_response", isError},
 			{"unknown model, infer", "POST", "/v2/models/nope/infer", irisInfer, 404, infer, "inference_error_response", isError},
@@ -431,4 +432,25 @@ func TestProtocol(t *testing.T) {
 			t.Errorf("server ready once the broken model is deleted: %s", a)
 		}
 	})
+}
+
+func TestV2Path(t *testing.T) {
+	for _, c := range []struct {
+		path, version, rest string
+		ok                  bool
+	}{
+		{"/v2/models/iris", "", "", true},
+		{"/v2/models/iris/ready", "", "ready", true},
+		{"/v2/models/iris/infer", "", "infer", true},
+		{"/v2/models/iris/versions/iris-1a2b3c4d", "iris-1a2b3c4d", "", true},
+		{"/v2/models/iris/versions/iris-1a2b3c4d/infer", "iris-1a2b3c4d", "infer", true},
+		{"/v2/models/iris/versions/iris-1a2b3c4d/ready", "iris-1a2b3c4d", "ready", true},
+		{"/v1/models/iris:predict", "", "", false},
+		{"/v2/health/ready", "", "", false},
+	} {
+		version, rest, ok := v2Path(c.path)
+		if version != c.version || rest != c.rest || ok != c.ok {
+			t.Errorf("v2Path(%q) = %q, %q, %v; want %q, %q, %v", c.path, version, rest, ok, c.version, c.rest, c.ok)
+		}
+	}
 }

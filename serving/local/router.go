@@ -171,10 +171,7 @@ func (l *Local) acquire(model, version string) (*process, *modelRoutes) {
 		if mr == nil {
 			return nil, nil
 		}
-		p := mr.pick()
-		if version != "" {
-			p = mr.version(version)
-		}
+		p := mr.choose(version)
 		if p == nil {
 			return nil, mr
 		}

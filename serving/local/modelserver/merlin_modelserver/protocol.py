@@ -430,6 +430,9 @@ class App:
             req = self._json(body)
             if not isinstance(req, dict):
                 raise BadRequest('request must be a JSON object like {"inputs": [...]}')
+            rid = req.get("id")
+            if rid is not None and not isinstance(rid, str):
+                raise BadRequest('"id" must be a string (OIP: it is returned as given)')
             x = v2_input(self.model, req.get("inputs"))
             names = requested_outputs(req)
             y = predict(self.model, x)
@@ -444,7 +447,6 @@ class App:
         except Exception as e:  # noqa: BLE001
             return err(500, "cannot encode the prediction: %s: %s" % (type(e).__name__, e))
         out = {"model_name": self.name, "model_version": self.version}
-        rid = req.get("id")
         if rid is not None:
             out["id"] = rid
         out["outputs"] = outs

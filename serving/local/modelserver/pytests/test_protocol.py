@@ -161,6 +161,8 @@ class ClientErrorsAre4xx(unittest.TestCase):
         self.assertEqual((status, out["error"]), (400, 'unknown output "proba": this model produces "predict"'))
         status, out = self.infer({"inputs": [t], "outputs": ["predict"]})
         self.assertEqual(status, 400, out)
+        status, out = self.infer({"id": 42, "inputs": [t]})
+        self.assertEqual((status, out["error"]), (400, '"id" must be a string (OIP: it is returned as given)'))
 
     def test_explain(self):
         status, out, _ = self.call("POST", "/v1/models/m:explain", b'{"instances": [[1, 2]]}')
