@@ -327,7 +327,7 @@ func (p *process) runOnce(ctx context.Context) error {
 	}
 	defer sb.close()
 	cmd := modelserver.Command(sb.pkg, modelserver.Options{
-		Python: p.l.python, ModelDir: sb.modelDir, Name: p.v.Model, Version: p.v.ID,
+		Python: p.l.python, ModelDir: sb.modelDir, Bundle: p.v.Bundle, Name: p.v.Model, Version: p.v.ID,
 		Workers: p.l.opts.Workers, OrphanTimeout: p.l.opts.OrphanTimeout,
 	}, p.listener)
 	cmd.Stdout, cmd.Stderr = logf, logf

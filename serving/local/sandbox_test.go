@@ -234,6 +234,10 @@ func TestModelServerSandbox(t *testing.T) {
 	if uid := procUID(t, pid); uid != nobody.Uid {
 		t.Errorf("/proc/%d/status: uid %s; want %s", pid, uid, nobody.Uid)
 	}
+	// ps still shows what the server serves.
+	if cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid)); err != nil || !strings.Contains(string(cmdline), "\x00--bundle\x00"+v.Bundle+"\x00") {
+		t.Errorf("/proc/%d/cmdline %q (%v); want --bundle %s", pid, cmdline, err, v.Bundle)
+	}
 
 	l.Detach()
 	if _, err := os.Stat(scratch); !alive(pid) || err != nil {
