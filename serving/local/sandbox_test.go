@@ -315,3 +315,33 @@ func TestExitMessageNamesBundle(t *testing.T) {
 		t.Errorf("last error %q; want it to name %s", s.LastError, v.Bundle)
 	}
 }
+
+// TestRemoveScratch: a path read back from a run record is removed only
+// when it names a scratch directory: merlin-* directly in the temporary
+// directory.
+func TestRemoveScratch(t *testing.T) {
+	mk := func(dir, pattern string) string {
+		d, err := os.MkdirTemp(dir, pattern)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { os.RemoveAll(d) })
+		return d
+	}
+	scratch := mk("", scratchPrefix+"v-")
+	keep := []string{mk("", "other-"), mk(t.TempDir(), scratchPrefix+"nested-")}
+	for _, d := range append(keep, scratch) {
+		if err := os.WriteFile(filepath.Join(d, "f"), nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		removeScratch(d)
+	}
+	if _, err := os.Stat(scratch); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("scratch directory %s: %v; want it removed", scratch, err)
+	}
+	for _, d := range keep {
+		if _, err := os.Stat(filepath.Join(d, "f")); err != nil {
+			t.Errorf("%s was removed: %v", d, err)
+		}
+	}
+}
