@@ -196,7 +196,11 @@ func TestModelServerSandbox(t *testing.T) {
 	v := testVersion("probe", 1, probeModel(t))
 	v.Type = manifest.TypePyFunc
 	v.Env = []manifest.EnvVar{{Name: "MODEL_SETTING", Value: "on"}}
-	l := newTestLocal(t, dir)
+	// Two pre-forked workers: the process group holds more than the leader.
+	l, err := New(Options{StateDir: dir, Workers: 2, DrainTimeout: time.Second, StopTimeout: 5 * time.Second, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := l.Apply(context.Background(), serving.Deployment{Model: "probe", Versions: []serving.Version{v}, Traffic: map[string]int{v.ID: 100}}); err != nil {
 		t.Fatal(err)
 	}
@@ -231,8 +235,14 @@ func TestModelServerSandbox(t *testing.T) {
 	}
 	pid := recordedPID(t, dir, v.ID)
 	killAtEnd(t, pid)
-	if uid := procUID(t, pid); uid != nobody.Uid {
-		t.Errorf("/proc/%d/status: uid %s; want %s", pid, uid, nobody.Uid)
+	group := processGroup(t, pid)
+	if len(group) < 3 {
+		t.Errorf("process group %d: %v; want the server and its 2 workers", pid, group)
+	}
+	for _, p := range group {
+		if uid := procUID(t, p); uid != nobody.Uid {
+			t.Errorf("/proc/%d/status: uid %s; want %s", p, uid, nobody.Uid)
+		}
 	}
 	// ps still shows what the server serves.
 	if cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid)); err != nil || !strings.Contains(string(cmdline), "\x00--bundle\x00"+v.Bundle+"\x00") {
@@ -344,4 +354,24 @@ func TestRemoveScratch(t *testing.T) {
 			t.Errorf("%s was removed: %v", d, err)
 		}
 	}
+}
+
+// processGroup lists the live processes of process group pgid.
+func processGroup(t *testing.T, pgid int) []int {
+	t.Helper()
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pids []int
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if g, err := syscall.Getpgid(pid); err == nil && g == pgid && alive(pid) {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
 }
