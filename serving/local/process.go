@@ -325,21 +325,14 @@ func (p *process) runOnce(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	defer sb.close()
 	cmd := modelserver.Command(sb.pkg, modelserver.Options{
-		Python: p.l.python, ModelDir: sb.modelDir, Name: p.v.Model, Version: p.v.ID,
+		Python: p.l.python, ModelDir: sb.modelDir, Bundle: p.v.Bundle, Name: p.v.Model, Version: p.v.ID,
 		Workers: p.l.opts.Workers, OrphanTimeout: p.l.opts.OrphanTimeout,
 	}, p.listener)
 	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := sb.apply(cmd); err != nil {
-		removeScratch(sb.scratch)
-		return err
-	}
-	if err := cmd.Start(); err != nil {
-		removeScratch(sb.scratch)
+	if err := sb.start(cmd); err != nil {
 		return fmt.Errorf("start model server: %w", err)
 	}
-	sb.close()
 	p.mu.Lock()
 	p.pid, p.scratch = cmd.Process.Pid, sb.scratch
 	p.mu.Unlock()

@@ -159,7 +159,7 @@ type sandbox struct {
 
 // newSandbox prepares a start of v's server: the descriptors of its
 // package and bundle, and its scratch directory, owned by the server's
-// user. close releases the descriptors once the server started.
+// user; start uses them.
 func (l *Local) newSandbox(v serving.Version) (_ *sandbox, err error) {
 	s := &sandbox{pkgRoot: filepath.Dir(l.serverPkg), bundle: v.Bundle}
 	defer func() {
@@ -197,11 +197,25 @@ func (l *Local) newSandbox(v serving.Version) (_ *sandbox, err error) {
 
 func fdPath(fd int) string { return "/proc/self/fd/" + strconv.Itoa(fd) }
 
-// apply gives cmd (modelserver.Command's, with the listener as fd 3) the
-// sandbox's descriptors, environment and user.
+// start gives cmd (modelserver.Command's, with the listener as fd 3) the
+// sandbox's descriptors, environment and user, and starts it. The
+// daemon's copies of the descriptors are closed either way; the scratch
+// directory is removed when the server does not start.
+func (s *sandbox) start(cmd *exec.Cmd) error {
+	defer s.close()
+	err := s.apply(cmd)
+	if err == nil {
+		err = cmd.Start()
+	}
+	if err != nil {
+		removeScratch(s.scratch)
+	}
+	return err
+}
+
 func (s *sandbox) apply(cmd *exec.Cmd) error {
 	if len(cmd.ExtraFiles) != packageFD-3 {
-		return fmt.Errorf("model server command passes %d descriptors; want the listener alone", len(cmd.ExtraFiles))
+		return fmt.Errorf("the command passes %d descriptors; want the listener alone", len(cmd.ExtraFiles))
 	}
 	cmd.ExtraFiles = append(cmd.ExtraFiles, s.dirs...)
 	cmd.Env = s.env
@@ -254,10 +268,11 @@ func readableToOthers(dir string) error {
 const scratchPrefix = "merlin-"
 
 // removeScratch removes a server's scratch directory once the server has
-// ended (os.RemoveAll does not follow the symbolic links a model may have
-// left there).
+// ended: only a directory named like one in the temporary directory
+// (os.RemoveAll does not follow the symbolic links a model may have left
+// in it).
 func removeScratch(dir string) {
-	if dir == "" || !filepath.IsAbs(dir) || !strings.HasPrefix(filepath.Base(dir), scratchPrefix) {
+	if dir == "" || filepath.Dir(dir) != filepath.Clean(os.TempDir()) || !strings.HasPrefix(filepath.Base(dir), scratchPrefix) {
 		return
 	}
 	_ = os.RemoveAll(dir)

@@ -196,7 +196,11 @@ func TestModelServerSandbox(t *testing.T) {
 	v := testVersion("probe", 1, probeModel(t))
 	v.Type = manifest.TypePyFunc
 	v.Env = []manifest.EnvVar{{Name: "MODEL_SETTING", Value: "on"}}
-	l := newTestLocal(t, dir)
+	// Two pre-forked workers: the process group holds more than the leader.
+	l, err := New(Options{StateDir: dir, Workers: 2, DrainTimeout: time.Second, StopTimeout: 5 * time.Second, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := l.Apply(context.Background(), serving.Deployment{Model: "probe", Versions: []serving.Version{v}, Traffic: map[string]int{v.ID: 100}}); err != nil {
 		t.Fatal(err)
 	}
@@ -231,8 +235,18 @@ func TestModelServerSandbox(t *testing.T) {
 	}
 	pid := recordedPID(t, dir, v.ID)
 	killAtEnd(t, pid)
-	if uid := procUID(t, pid); uid != nobody.Uid {
-		t.Errorf("/proc/%d/status: uid %s; want %s", pid, uid, nobody.Uid)
+	group := processGroup(t, pid)
+	if len(group) < 3 {
+		t.Errorf("process group %d: %v; want the server and its 2 workers", pid, group)
+	}
+	for _, p := range group {
+		if uid := procUID(t, p); uid != nobody.Uid {
+			t.Errorf("/proc/%d/status: uid %s; want %s", p, uid, nobody.Uid)
+		}
+	}
+	// ps still shows what the server serves.
+	if cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid)); err != nil || !strings.Contains(string(cmdline), "\x00--bundle\x00"+v.Bundle+"\x00") {
+		t.Errorf("/proc/%d/cmdline %q (%v); want --bundle %s", pid, cmdline, err, v.Bundle)
 	}
 
 	l.Detach()
@@ -310,4 +324,54 @@ func TestExitMessageNamesBundle(t *testing.T) {
 	if !strings.Contains(s.LastError, v.Bundle) || strings.Contains(s.LastError, "/proc/self/fd") {
 		t.Errorf("last error %q; want it to name %s", s.LastError, v.Bundle)
 	}
+}
+
+// TestRemoveScratch: a path read back from a run record is removed only
+// when it names a scratch directory: merlin-* directly in the temporary
+// directory.
+func TestRemoveScratch(t *testing.T) {
+	mk := func(dir, pattern string) string {
+		d, err := os.MkdirTemp(dir, pattern)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { os.RemoveAll(d) })
+		return d
+	}
+	scratch := mk("", scratchPrefix+"v-")
+	keep := []string{mk("", "other-"), mk(t.TempDir(), scratchPrefix+"nested-")}
+	for _, d := range append(keep, scratch) {
+		if err := os.WriteFile(filepath.Join(d, "f"), nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		removeScratch(d)
+	}
+	if _, err := os.Stat(scratch); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("scratch directory %s: %v; want it removed", scratch, err)
+	}
+	for _, d := range keep {
+		if _, err := os.Stat(filepath.Join(d, "f")); err != nil {
+			t.Errorf("%s was removed: %v", d, err)
+		}
+	}
+}
+
+// processGroup lists the live processes of process group pgid.
+func processGroup(t *testing.T, pgid int) []int {
+	t.Helper()
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pids []int
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if g, err := syscall.Getpgid(pid); err == nil && g == pgid && alive(pid) {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
 }

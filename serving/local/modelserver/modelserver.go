@@ -51,6 +51,9 @@ type Options struct {
 	Python string
 	// ModelDir is the MLflow model directory (the one holding MLmodel).
 	ModelDir string
+	// Bundle names the directory ModelDir reaches when that is an
+	// inherited descriptor's /proc/self/fd path; it is only shown (ps).
+	Bundle string
 	// Name is the model name served under /v1/models/NAME and /v2/models/NAME.
 	Name string
 	// Version is reported by the V2 API (model_version, versions).
@@ -269,6 +272,9 @@ func Command(pkg string, o Options, listener *os.File) *exec.Cmd {
 		"--name", o.Name,
 		"--version", o.Version,
 		"--fd", "3",
+	}
+	if o.Bundle != "" {
+		args = append(args, "--bundle", o.Bundle)
 	}
 	if o.Workers > 0 {
 		args = append(args, "--workers", strconv.Itoa(o.Workers))

@@ -23,6 +23,8 @@ def parse_args(argv):
     "merlin:" line. --workers 0 becomes one worker per CPU."""
     p = _Parser(prog="merlin_modelserver", description="Merlin local model server")
     p.add_argument("--model-dir", required=True)
+    p.add_argument("--bundle", help="the directory --model-dir names when that is an inherited "
+                   "descriptor's /proc/self/fd path (informational: ps shows what is served)")
     p.add_argument("--name", required=True)
     p.add_argument("--version", required=True)
     p.add_argument("--fd", type=int, help="inherited listening socket")

@@ -17,6 +17,11 @@ class ParseArgs(unittest.TestCase):
         self.assertEqual((a.model_dir, a.name, a.version, a.fd, a.port, a.workers, a.orphan_timeout),
                          ("/m", "iris", "v1", 3, None, 2, 1.5))
 
+    def test_bundle(self):
+        a = config.parse_args(["--model-dir", "/proc/self/fd/5", "--bundle", "/state/bundles/b1"] + BASE[2:] + ["--fd", "3"])
+        self.assertEqual((a.model_dir, a.bundle), ("/proc/self/fd/5", "/state/bundles/b1"))
+        self.assertIsNone(config.parse_args(BASE + ["--fd", "3"]).bundle)
+
     def test_defaults(self):
         a = config.parse_args(BASE + ["--port", "8080"])
         self.assertEqual((a.host, a.port, a.workers, a.orphan_timeout), ("127.0.0.1", 8080, 1, 300.0))
