@@ -43,11 +43,74 @@ func TestSupervisedRestart(t *testing.T) {
 			figures[mode] = supervisedRestart(t, bin, py, mode == modes[0])
 		})
 	}
-	for _, mode := range modes {
+	t.Run("merlin_up", func(t *testing.T) { figures["merlin up"] = supervisedUp(t, bin) })
+	for _, mode := range append(modes, "merlin up") {
 		if o, ok := figures[mode]; ok {
 			t.Logf("restart, %-17s: %s", mode, o)
 		}
 	}
+}
+
+// supervisedUp kills `merlin up`, socket-activated on its one --listen
+// address as a systemd user unit would run it, under 50 requests a second
+// to /healthz: no connection is refused, and once the new daemon answers
+// it answers every request.
+func supervisedUp(t *testing.T, bin string) outage {
+	repo := gittest.NewRepo(t)
+	repo.Commit("no models yet", map[string]string{"README": "models come later\n"})
+	f, addr := listenFile(t)
+	sup := &supervisor{t: t, bin: bin, args: []string{"up", repo.Work, "--listen", addr, "--state-dir", t.TempDir()},
+		socks: []*os.File{f}, names: []string{"merlin-up.socket"}, log: &testlog.Buffer{}}
+	t.Cleanup(func() {
+		sup.stop()
+		if t.Failed() {
+			t.Logf("supervisor and merlin log:\n%s", sup.log)
+		}
+	})
+	sup.run()
+	url := "http://" + addr + "/healthz"
+	poll.Until(t, time.Minute, "merlin up answers on the passed socket", func() bool {
+		resp, err := http.Get(url)
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	})
+	l := startLoad(url, "", 50)
+	poll.Until(t, 30*time.Second, "the load is answered", func() bool { return l.answered(time.Time{}) >= 25 })
+	killed := time.Now()
+	if err := syscall.Kill(sup.pid(), syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	poll.Until(t, time.Minute, "the supervisor starts merlin up again", func() bool { n, _ := sup.started(); return n == 2 })
+	_, restarted := sup.started()
+	poll.Until(t, time.Minute, "a second of requests sent after the restart is answered", func() bool { return l.answered(restarted) >= 50 })
+	shots := l.finish()
+	o := measure(shots, killed, restarted)
+	t.Logf("restart: %s", o)
+	t.Logf("the restarted daemon, from its start: %s; first served %d ms", phases(sup.log.String(), restarted), o.firstServedStart.Milliseconds())
+	if o.refused > 0 {
+		t.Errorf("%d connections refused while the supervisor held the socket", o.refused)
+	}
+	first := firstAnswer(shots, killed)
+	for _, s := range shots {
+		if s.start.After(first) && !s.ok() {
+			t.Errorf("a request sent %v after the restarted daemon answered: %d %v", s.start.Sub(first).Round(time.Millisecond), s.code, s.err)
+		}
+	}
+	return o
+}
+
+// firstAnswer is when the first request sent after since was answered.
+func firstAnswer(shots []shot, since time.Time) time.Time {
+	var first time.Time
+	for _, s := range shots {
+		if s.ok() && s.start.After(since) && (first.IsZero() || s.end.Before(first)) {
+			first = s.end
+		}
+	}
+	return first
 }
 
 // canaryIris is the iris example with a canary that holds at 50% (for an
@@ -97,7 +160,8 @@ func supervisedRestart(t *testing.T, bin, py string, activated bool) outage {
 	repo.Commit("canary rollouts", map[string]string{"iris/merlin.yaml": canaryIris(t, "")})
 	dir := t.TempDir()
 	stateDir := filepath.Join(dir, "state")
-	sup := &supervisor{t: t, bin: bin, config: filepath.Join(dir, "merlin.config.yaml"), log: &testlog.Buffer{}}
+	config := filepath.Join(dir, "merlin.config.yaml")
+	sup := &supervisor{t: t, bin: bin, args: []string{"run", "--config", config}, log: &testlog.Buffer{}}
 	var models, api string
 	if activated {
 		mf, m := listenFile(t)
@@ -106,11 +170,11 @@ func supervisedRestart(t *testing.T, bin, py string, activated bool) outage {
 	} else {
 		models, api = fmt.Sprintf("127.0.0.1:%d", gittest.FreePort(t)), fmt.Sprintf("127.0.0.1:%d", gittest.FreePort(t))
 	}
-	config := fmt.Sprintf(`repositories: [{name: models, url: %q, interval: 1s}]
+	yaml := fmt.Sprintf(`repositories: [{name: models, url: %q, interval: 1s}]
 local: {listen: %q, stateDir: %q, python: %q}
 server: {listen: %q}
 `, repo.Bare, models, stateDir, py, api)
-	if err := os.WriteFile(sup.config, []byte(config), 0o644); err != nil {
+	if err := os.WriteFile(config, []byte(yaml), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
@@ -162,12 +226,7 @@ server: {listen: %q}
 
 	// Once the new daemon answers, it answers everything, from the
 	// adopted servers, at the same step.
-	var first time.Time
-	for _, s := range shots {
-		if s.ok() && s.start.After(killed) && (first.IsZero() || s.end.Before(first)) {
-			first = s.end
-		}
-	}
+	first := firstAnswer(shots, killed)
 	answeredBy := map[string]int{}
 	for _, s := range shots {
 		if !s.start.After(first) {

@@ -30,19 +30,19 @@ func buildMerlin(t *testing.T) string {
 	return bin
 }
 
-// supervisor does for `merlin run` what systemd does with merlin.service
+// supervisor does for merlin what systemd does with merlin.service
 // (Restart=always, RestartSec=100ms) and, when it holds sockets,
 // merlin.socket: it opens the listening sockets once and passes them to
 // every daemon it starts. It sets LISTEN_PID as systemd does after fork,
 // through `sh -c 'LISTEN_PID=$$ exec ...'` (Go cannot run code between
 // fork and exec), like systemd-socket-activate.
 type supervisor struct {
-	t      *testing.T
-	bin    string
-	config string
-	socks  []*os.File // passed as descriptors 3, 4...; none: the daemon binds
-	names  []string
-	log    *testlog.Buffer
+	t     *testing.T
+	bin   string
+	args  []string   // merlin's arguments
+	socks []*os.File // passed as descriptors 3, 4...; none: the daemon binds
+	names []string
+	log   *testlog.Buffer
 
 	mu       sync.Mutex
 	cmd      *exec.Cmd
@@ -82,10 +82,10 @@ func (s *supervisor) spawn() *exec.Cmd {
 	if s.stopping {
 		return nil
 	}
-	cmd := exec.Command(s.bin, "run", "--config", s.config)
+	cmd := exec.Command(s.bin, s.args...)
 	cmd.Env = os.Environ()
 	if len(s.socks) > 0 {
-		cmd = exec.Command("/bin/sh", "-c", `LISTEN_PID=$$ exec "$0" "$@"`, s.bin, "run", "--config", s.config)
+		cmd = exec.Command("/bin/sh", append([]string{"-c", `LISTEN_PID=$$ exec "$0" "$@"`, s.bin}, s.args...)...)
 		cmd.Env = append(os.Environ(), "LISTEN_FDS="+strconv.Itoa(len(s.socks)), "LISTEN_FDNAMES="+strings.Join(s.names, ":"))
 		cmd.ExtraFiles = s.socks
 	}
@@ -143,7 +143,7 @@ type shot struct {
 
 func (s shot) ok() bool { return s.err == nil && s.code == http.StatusOK }
 
-// load sends predictions at a steady rate, each on its own goroutine, from
+// load sends requests (POSTs of body, or GETs) at a steady rate, each on its own goroutine, from
 // a client that keeps connections alive as a real one would.
 type load struct {
 	mu    sync.Mutex
@@ -170,7 +170,12 @@ func startLoad(url, body string, rps int) *load {
 			go func() {
 				defer l.wg.Done()
 				s := shot{start: time.Now()}
-				resp, err := client.Post(url, "application/json", strings.NewReader(body))
+				req, _ := http.NewRequest(http.MethodGet, url, nil)
+				if body != "" {
+					req, _ = http.NewRequest(http.MethodPost, url, strings.NewReader(body))
+					req.Header.Set("Content-Type", "application/json")
+				}
+				resp, err := client.Do(req)
 				if err == nil {
 					s.code, s.version = resp.StatusCode, resp.Header.Get("X-Merlin-Version")
 					resp.Body.Close()
@@ -222,7 +227,6 @@ type outage struct {
 func measure(shots []shot, killed, restarted time.Time) outage {
 	var o outage
 	var last time.Time
-	var first time.Time
 	for _, s := range shots {
 		o.requests++
 		if !s.ok() {
@@ -240,11 +244,9 @@ func measure(shots []shot, killed, restarted time.Time) outage {
 		if s.ok() {
 			ends = append(ends, s.end)
 			o.slowest = max(o.slowest, s.end.Sub(s.start))
-			if s.start.After(killed) && (first.IsZero() || s.end.Before(first)) {
-				first = s.end
-			}
 		}
 	}
+	first := firstAnswer(shots, killed)
 	slices.SortFunc(ends, func(a, b time.Time) int { return a.Compare(b) })
 	for _, e := range ends {
 		if !last.IsZero() {
