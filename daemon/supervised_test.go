@@ -1,17 +1,14 @@
 package daemon
 
 import (
-	"errors"
+	"encoding/json"
 	"fmt"
-	"net"
+	"maps"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -19,343 +16,152 @@ import (
 	"merlin.dev/merlin/internal/gittest"
 	"merlin.dev/merlin/internal/poll"
 	"merlin.dev/merlin/internal/testlog"
+	"merlin.dev/merlin/serving"
 )
 
-// buildMerlin builds the merlin binary into a temporary directory.
-func buildMerlin(t *testing.T) string {
-	t.Helper()
-	bin := filepath.Join(t.TempDir(), "merlin")
-	out, err := exec.Command("go", "build", "-o", bin, "merlin.dev/merlin/cmd/merlin").CombinedOutput()
-	if err != nil {
-		t.Fatalf("build merlin: %v\n%s", err, out)
-	}
-	return bin
-}
-
-// supervisor does for `merlin run` what systemd does with merlin.service
-// (Restart=always, RestartSec=100ms) and, when it holds sockets,
-// merlin.socket: it opens the listening sockets once and passes them to
-// every daemon it starts. It sets LISTEN_PID as systemd does after fork,
-// through `sh -c 'LISTEN_PID=$$ exec ...'` (Go cannot run code between
-// fork and exec), like systemd-socket-activate.
-type supervisor struct {
-	t      *testing.T
-	bin    string
-	config string
-	socks  []*os.File // passed as descriptors 3, 4...; none: the daemon binds
-	names  []string
-	log    *testlog.Buffer
-
-	mu       sync.Mutex
-	cmd      *exec.Cmd
-	starts   []time.Time // when each daemon was started
-	stopping bool
-	done     chan struct{}
-}
-
-// restartDelay is how long the supervisor waits before a restart (systemd's
-// default RestartSec, and merlin.service's).
-const restartDelay = 100 * time.Millisecond
-
-func (s *supervisor) run() {
-	s.done = make(chan struct{})
-	go func() {
-		defer close(s.done)
-		for {
-			cmd := s.spawn()
-			if cmd == nil {
-				return
-			}
-			_ = cmd.Wait()
-			s.mu.Lock()
-			stopping := s.stopping
-			s.mu.Unlock()
-			if stopping {
-				return
-			}
-			time.Sleep(restartDelay) // the supervisor's restart delay, not a wait in the test
-		}
-	}()
-}
-
-func (s *supervisor) spawn() *exec.Cmd {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.stopping {
-		return nil
-	}
-	cmd := exec.Command(s.bin, "run", "--config", s.config)
-	cmd.Env = os.Environ()
-	if len(s.socks) > 0 {
-		cmd = exec.Command("/bin/sh", "-c", `LISTEN_PID=$$ exec "$0" "$@"`, s.bin, "run", "--config", s.config)
-		cmd.Env = append(os.Environ(), "LISTEN_FDS="+strconv.Itoa(len(s.socks)), "LISTEN_FDNAMES="+strings.Join(s.names, ":"))
-		cmd.ExtraFiles = s.socks
-	}
-	cmd.Stdout, cmd.Stderr = s.log, s.log
-	if err := cmd.Start(); err != nil {
-		s.t.Errorf("supervisor: start merlin: %v", err)
-		return nil
-	}
-	fmt.Fprintf(s.log, "supervisor: started merlin, pid %d\n", cmd.Process.Pid)
-	s.cmd = cmd
-	s.starts = append(s.starts, time.Now())
-	return cmd
-}
-
-// pid is the running daemon's.
-func (s *supervisor) pid() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.cmd.Process.Pid
-}
-
-// started is how many daemons the supervisor started, and when the last.
-func (s *supervisor) started() (int, time.Time) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return len(s.starts), s.starts[len(s.starts)-1]
-}
-
-// stop ends the daemon with SIGTERM (it stops its model servers) and
-// does not restart it.
-func (s *supervisor) stop() {
-	s.mu.Lock()
-	s.stopping = true
-	cmd := s.cmd
-	s.mu.Unlock()
-	if cmd != nil {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-	}
-	select {
-	case <-s.done:
-	case <-time.After(time.Minute):
-		s.t.Errorf("merlin did not stop within a minute of SIGTERM")
-		_ = cmd.Process.Kill()
-		<-s.done
-	}
-}
-
-// shot is one prediction request of the load.
-type shot struct {
-	start, end time.Time
-	err        error
-	code       int
-	version    string
-}
-
-func (s shot) ok() bool { return s.err == nil && s.code == http.StatusOK }
-
-// load sends predictions at a steady rate, each on its own goroutine, from
-// a client that keeps connections alive as a real one would.
-type load struct {
-	mu    sync.Mutex
-	shots []shot
-	stop  chan struct{}
-	wg    sync.WaitGroup
-}
-
-func startLoad(url, body string, rps int) *load {
-	l := &load{stop: make(chan struct{})}
-	client := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
-	l.wg.Add(1)
-	go func() {
-		defer l.wg.Done()
-		tick := time.NewTicker(time.Second / time.Duration(rps))
-		defer tick.Stop()
-		for {
-			select {
-			case <-l.stop:
-				return
-			case <-tick.C:
-			}
-			l.wg.Add(1)
-			go func() {
-				defer l.wg.Done()
-				s := shot{start: time.Now()}
-				resp, err := client.Post(url, "application/json", strings.NewReader(body))
-				if err == nil {
-					s.code, s.version = resp.StatusCode, resp.Header.Get("X-Merlin-Version")
-					resp.Body.Close()
-				}
-				s.err, s.end = err, time.Now()
-				l.mu.Lock()
-				l.shots = append(l.shots, s)
-				l.mu.Unlock()
-			}()
-		}
-	}()
-	return l
-}
-
-// answered counts the successful answers to requests sent after since.
-func (l *load) answered(since time.Time) int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	n := 0
-	for _, s := range l.shots {
-		if s.ok() && s.start.After(since) {
-			n++
-		}
-	}
-	return n
-}
-
-// finish stops the load and returns every request, in the order sent.
-func (l *load) finish() []shot {
-	close(l.stop)
-	l.wg.Wait()
-	slices.SortFunc(l.shots, func(a, b shot) int { return a.start.Compare(b.start) })
-	return l.shots
-}
-
-// outage is what clients saw of a restart.
-type outage struct {
-	requests, failed, refused int
-	// longestGap is the longest time without a successful answer.
-	longestGap time.Duration
-	// firstServed is from the kill, and from the new daemon's start, to
-	// the first answer to a request sent after the kill.
-	firstServed, firstServedStart time.Duration
-	// slowest is the longest a successful request waited.
-	slowest time.Duration
-	errs    []string
-}
-
-func measure(shots []shot, killed, restarted time.Time) outage {
-	var o outage
-	var last time.Time
-	var first time.Time
-	for _, s := range shots {
-		o.requests++
-		if !s.ok() {
-			o.failed++
-			if errors.Is(s.err, syscall.ECONNREFUSED) {
-				o.refused++
-			}
-			if len(o.errs) < 3 {
-				o.errs = append(o.errs, fmt.Sprintf("%d %v", s.code, s.err))
-			}
-		}
-	}
-	ends := []time.Time{}
-	for _, s := range shots {
-		if s.ok() {
-			ends = append(ends, s.end)
-			o.slowest = max(o.slowest, s.end.Sub(s.start))
-			if s.start.After(killed) && (first.IsZero() || s.end.Before(first)) {
-				first = s.end
-			}
-		}
-	}
-	slices.SortFunc(ends, func(a, b time.Time) int { return a.Compare(b) })
-	for _, e := range ends {
-		if !last.IsZero() {
-			o.longestGap = max(o.longestGap, e.Sub(last))
-		}
-		last = e
-	}
-	o.firstServed, o.firstServedStart = first.Sub(killed), first.Sub(restarted)
-	return o
-}
-
-func (o outage) String() string {
-	return fmt.Sprintf("%d requests, %d failed (%d refused), longest gap %d ms, first served %d ms after the kill (%d ms after the restart), slowest answer %d ms",
-		o.requests, o.failed, o.refused, o.longestGap.Milliseconds(), o.firstServed.Milliseconds(), o.firstServedStart.Milliseconds(), o.slowest.Milliseconds())
-}
-
-// socketInode is the inode of a socket, as /proc/PID/fd names it.
-func socketInode(t *testing.T, f *os.File) string {
-	t.Helper()
-	var st syscall.Stat_t
-	if err := syscall.Fstat(int(f.Fd()), &st); err != nil {
-		t.Fatal(err)
-	}
-	return fmt.Sprintf("socket:[%d]", st.Ino)
-}
-
-// requireNotInherited checks that a model server holds none of the
-// daemon's listening sockets and did not get socket activation's
-// variables.
-func requireNotInherited(t *testing.T, pid int, socks []*os.File) {
-	t.Helper()
-	fds, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, f := range socks {
-		inode := socketInode(t, f)
-		for _, fd := range fds {
-			if target, _ := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", pid, fd.Name())); target == inode {
-				t.Errorf("model server %d holds the daemon's socket %s as descriptor %s", pid, f.Name(), fd.Name())
-			}
-		}
-	}
-	environ, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pid))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, kv := range strings.Split(string(environ), "\x00") {
-		if strings.HasPrefix(kv, "LISTEN_") {
-			t.Errorf("model server %d inherited %s", pid, kv)
-		}
-	}
-}
-
-// listenFile opens a listening socket, as a supervisor does, and the
-// address it is bound to.
-func listenFile(t *testing.T) (*os.File, string) {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	f, err := ln.(*net.TCPListener).File()
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close() // f holds the socket
-	t.Cleanup(func() { f.Close() })
-	return f, addr
-}
-
-// TestSupervisedRestart kills a supervised `merlin run` with -9 while
-// clients send 50 predictions a second to a real model server, and lets
-// the supervisor start it again, twice: with the listening sockets held by
-// the supervisor and passed to each daemon (socket activation, as
-// merlin.socket does), and with a daemon that binds its own (the plain
-// re-bind). It logs what clients saw of each restart side by side.
+// TestSupervisedRestart kills a supervised `merlin run` with -9 in the
+// middle of a canary (50/50 between two real model servers) while clients
+// send 50 predictions a second, and lets the supervisor start it again,
+// twice: with the listening sockets held by the supervisor and passed to
+// each daemon (socket activation, as merlin.socket does), and with a
+// daemon that binds its own (the plain re-bind). It logs what clients saw
+// of each restart side by side.
 //
-// Either way the restarted daemon adopts the same model server (same pid)
-// and the requests sent once it serves are all answered by the same
-// version. With socket activation no connection is ever refused: the
-// sockets outlive the daemon, connections wait in the accept queue, and
-// the model server holds none of them nor the protocol's variables.
+// Either way the restarted daemon adopts both model servers (same pids)
+// at the same step, and the requests sent once it serves are all answered,
+// by both versions. With socket activation no connection is ever refused:
+// the sockets outlive the daemon, connections wait in the accept queue,
+// and the model servers hold none of them nor the protocol's variables.
 func TestSupervisedRestart(t *testing.T) {
 	py := requirePython(t)
 	gittest.RequireGit(t)
 	bin := buildMerlin(t)
-	repo := gittest.NewRepo(t)
-	repo.CommitDir("add iris", filepath.Join("..", "examples", "iris-sklearn"), "iris")
 	modes := []string{"socket activation", "plain re-bind"}
 	figures := map[string]outage{}
 	for _, mode := range modes {
 		t.Run(strings.ReplaceAll(mode, " ", "_"), func(t *testing.T) {
-			figures[mode] = supervisedRestart(t, bin, py, repo.Bare, mode == modes[0])
+			figures[mode] = supervisedRestart(t, bin, py, mode == modes[0])
 		})
 	}
-	for _, mode := range modes {
+	t.Run("merlin_up", func(t *testing.T) { figures["merlin up"] = supervisedUp(t, bin) })
+	for _, mode := range append(modes, "merlin up") {
 		if o, ok := figures[mode]; ok {
 			t.Logf("restart, %-17s: %s", mode, o)
 		}
 	}
 }
 
+// supervisedUp kills `merlin up`, socket-activated on its one --listen
+// address as a systemd user unit would run it, under 50 requests a second
+// to /healthz: no connection is refused, and once the new daemon answers
+// it answers every request.
+func supervisedUp(t *testing.T, bin string) outage {
+	repo := gittest.NewRepo(t)
+	repo.Commit("no models yet", map[string]string{"README": "models come later\n"})
+	f, addr := listenFile(t)
+	sup := &supervisor{t: t, bin: bin, args: []string{"up", repo.Work, "--listen", addr, "--state-dir", t.TempDir()},
+		socks: []*os.File{f}, names: []string{"merlin-up.socket"}, log: &testlog.Buffer{}}
+	t.Cleanup(func() {
+		sup.stop()
+		if t.Failed() {
+			t.Logf("supervisor and merlin log:\n%s", sup.log)
+		}
+	})
+	sup.run()
+	url := "http://" + addr + "/healthz"
+	poll.Until(t, time.Minute, "merlin up answers on the passed socket", func() bool {
+		resp, err := http.Get(url)
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	})
+	l := startLoad(url, "", 50)
+	poll.Until(t, 30*time.Second, "the load is answered", func() bool { return l.answered(time.Time{}) >= 25 })
+	killed := time.Now()
+	if err := syscall.Kill(sup.pid(), syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	poll.Until(t, time.Minute, "the supervisor starts merlin up again", func() bool { n, _ := sup.started(); return n == 2 })
+	_, restarted := sup.started()
+	poll.Until(t, time.Minute, "a second of requests sent after the restart is answered", func() bool { return l.answered(restarted) >= 50 })
+	shots := l.finish()
+	o := measure(shots, killed, restarted)
+	t.Logf("restart: %s", o)
+	t.Logf("the restarted daemon, from its start: %s; first served %d ms", phases(sup.log.String(), restarted), o.firstServedStart.Milliseconds())
+	if o.refused > 0 {
+		t.Errorf("%d connections refused while the supervisor held the socket", o.refused)
+	}
+	first := firstAnswer(shots, killed)
+	for _, s := range shots {
+		if s.start.After(first) && !s.ok() {
+			t.Errorf("a request sent %v after the restarted daemon answered: %d %v", s.start.Sub(first).Round(time.Millisecond), s.code, s.err)
+		}
+	}
+	return o
+}
+
+// firstAnswer is when the first request sent after since was answered.
+func firstAnswer(shots []shot, since time.Time) time.Time {
+	var first time.Time
+	for _, s := range shots {
+		if s.ok() && s.start.After(since) && (first.IsZero() || s.end.Before(first)) {
+			first = s.end
+		}
+	}
+	return first
+}
+
+// canaryIris is the iris example with a canary that holds at 50% (for an
+// hour) and extra spec lines, which make a new version.
+func canaryIris(t *testing.T, extra string) string {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join("..", "examples", "iris-sklearn", "merlin.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := strings.Replace(string(data), "    strategy: direct\n", "    strategy: canary\n    steps: [50, 100]\n    interval: 1h\n", 1)
+	if !strings.Contains(out, "strategy: canary") {
+		t.Fatal("examples/iris-sklearn/merlin.yaml has no direct strategy to replace")
+	}
+	return strings.Replace(out, "  protocol: v1\n", "  protocol: v1\n"+extra, 1)
+}
+
+// modelOf reads a model's status from the API at addr; false while the
+// API does not answer (the daemon is starting).
+func modelOf(addr, name string) (serving.ModelStatus, bool) {
+	var ms serving.ModelStatus
+	resp, err := http.Get("http://" + addr + "/api/v1/models/" + name)
+	if err != nil {
+		return ms, false
+	}
+	defer resp.Body.Close()
+	return ms, resp.StatusCode == http.StatusOK && json.NewDecoder(resp.Body).Decode(&ms) == nil
+}
+
+// split is a model's routed weights, by version, when every version is
+// ready.
+func split(ms serving.ModelStatus) map[string]int {
+	out := map[string]int{}
+	for _, v := range ms.Versions {
+		if !v.Ready() {
+			return nil
+		}
+		out[v.Version] = v.Weight
+	}
+	return out
+}
+
 // supervisedRestart runs one kill -9 and restart under load.
-func supervisedRestart(t *testing.T, bin, py, repoURL string, activated bool) outage {
+func supervisedRestart(t *testing.T, bin, py string, activated bool) outage {
+	repo := gittest.NewRepo(t)
+	repo.CommitDir("add iris", filepath.Join("..", "examples", "iris-sklearn"), "iris")
+	repo.Commit("canary rollouts", map[string]string{"iris/merlin.yaml": canaryIris(t, "")})
 	dir := t.TempDir()
 	stateDir := filepath.Join(dir, "state")
-	sup := &supervisor{t: t, bin: bin, config: filepath.Join(dir, "merlin.config.yaml"), log: &testlog.Buffer{}}
+	config := filepath.Join(dir, "merlin.config.yaml")
+	sup := &supervisor{t: t, bin: bin, args: []string{"run", "--config", config}, log: &testlog.Buffer{}}
 	var models, api string
 	if activated {
 		mf, m := listenFile(t)
@@ -364,11 +170,11 @@ func supervisedRestart(t *testing.T, bin, py, repoURL string, activated bool) ou
 	} else {
 		models, api = fmt.Sprintf("127.0.0.1:%d", gittest.FreePort(t)), fmt.Sprintf("127.0.0.1:%d", gittest.FreePort(t))
 	}
-	config := fmt.Sprintf(`repositories: [{name: models, url: %q, interval: 1s}]
+	yaml := fmt.Sprintf(`repositories: [{name: models, url: %q, interval: 1s}]
 local: {listen: %q, stateDir: %q, python: %q}
 server: {listen: %q}
-`, repoURL, models, stateDir, py, api)
-	if err := os.WriteFile(sup.config, []byte(config), 0o644); err != nil {
+`, repo.Bare, models, stateDir, py, api)
+	if err := os.WriteFile(config, []byte(yaml), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
@@ -379,23 +185,28 @@ server: {listen: %q}
 	})
 	sup.run()
 
-	url, body := "http://"+models+"/v1/models/iris-sklearn:predict", `{"instances": [[5.1, 3.5, 1.4, 0.2]]}`
-	var version string
-	poll.Until(t, 2*time.Minute, "the model serves", func() bool {
-		resp, err := http.Post(url, "application/json", strings.NewReader(body))
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		version = resp.Header.Get("X-Merlin-Version")
-		return resp.StatusCode == http.StatusOK
+	poll.Until(t, 2*time.Minute, "the first version serves", func() bool {
+		ms, ok := modelOf(api, "iris-sklearn")
+		return ok && len(split(ms)) == 1
 	})
-	pid := serverPID(t, stateDir, version)
-	t.Cleanup(func() { _ = syscall.Kill(-pid, syscall.SIGKILL) })
-	if activated {
-		requireNotInherited(t, pid, sup.socks)
+	repo.Commit("debug logs", map[string]string{"iris/merlin.yaml": canaryIris(t, "  env: [{name: LOG_LEVEL, value: debug}]\n")})
+	var before map[string]int
+	poll.Until(t, 2*time.Minute, "the canary takes 50%", func() bool {
+		ms, ok := modelOf(api, "iris-sklearn")
+		before = split(ms)
+		return ok && len(before) == 2 && !slices.Contains(slices.Collect(maps.Values(before)), 100)
+	})
+	pids := map[string]int{}
+	for v := range before {
+		pids[v] = serverPID(t, stateDir, v)
+		pid := pids[v]
+		t.Cleanup(func() { _ = syscall.Kill(-pid, syscall.SIGKILL) })
+		if activated {
+			requireNotInherited(t, pid, sup.socks)
+		}
 	}
 
+	url, body := "http://"+models+"/v1/models/iris-sklearn:predict", `{"instances": [[5.1, 3.5, 1.4, 0.2]]}`
 	l := startLoad(url, body, 50)
 	poll.Until(t, 30*time.Second, "the load is answered", func() bool { return l.answered(time.Time{}) >= 25 })
 	killed := time.Now()
@@ -414,55 +225,37 @@ server: {listen: %q}
 	}
 
 	// Once the new daemon answers, it answers everything, from the
-	// adopted server.
-	var first time.Time
+	// adopted servers, at the same step.
+	first := firstAnswer(shots, killed)
+	answeredBy := map[string]int{}
 	for _, s := range shots {
-		if s.ok() && s.start.After(killed) && (first.IsZero() || s.end.Before(first)) {
-			first = s.end
-		}
-	}
-	for _, s := range shots {
-		if s.start.After(first) && (!s.ok() || s.version != version) {
-			t.Errorf("a request sent %v after the restarted daemon answered: %d %q %v; want 200 from %s",
-				s.start.Sub(first).Round(time.Millisecond), s.code, s.version, s.err, version)
-		}
-	}
-	requireAlive(t, pid, "the restart")
-	if got := serverPID(t, stateDir, version); got != pid {
-		t.Errorf("model server %d after the restart; want %d adopted", got, pid)
-	}
-	if activated {
-		if o.refused > 0 {
-			t.Errorf("%d connections refused while the supervisor held the sockets", o.refused)
-		}
-		requireNotInherited(t, pid, sup.socks)
-	}
-	return o
-}
-
-// phases reads when the last daemon started in log (its slog lines) logged
-// its first line, adopted the model server and fetched from git first,
-// relative to its start.
-func phases(log string, started time.Time) string {
-	i := strings.LastIndex(log, "supervisor: started merlin")
-	if i < 0 {
-		return "not started"
-	}
-	_, last, _ := strings.Cut(log[i:], "\n")
-	var out []string
-	seen := map[string]bool{}
-	for _, line := range strings.Split(last, "\n") {
-		ts, _, ok := strings.Cut(strings.TrimPrefix(line, "time="), " ")
-		at, err := time.Parse(time.RFC3339Nano, ts)
-		if !ok || err != nil {
+		if !s.start.After(first) {
 			continue
 		}
-		for _, p := range []struct{ what, msg string }{{"first log line", ""}, {"adopted", "adopted running model server"}, {"first git fetch", "new revision"}} {
-			if !seen[p.what] && strings.Contains(line, p.msg) {
-				seen[p.what] = true
-				out = append(out, fmt.Sprintf("%s %d ms", p.what, at.Sub(started).Milliseconds()))
-			}
+		answeredBy[s.version]++
+		if _, known := before[s.version]; !s.ok() || !known {
+			t.Errorf("a request sent %v after the restarted daemon answered: %d %q %v; want 200 from one of %v",
+				s.start.Sub(first).Round(time.Millisecond), s.code, s.version, s.err, before)
 		}
 	}
-	return strings.Join(out, ", ")
+	if len(answeredBy) != 2 {
+		t.Errorf("after the restart, answers by version: %v; want both of %v", answeredBy, before)
+	}
+	ms, _ := modelOf(api, "iris-sklearn")
+	if after := split(ms); !maps.Equal(after, before) {
+		t.Errorf("split after the restart %v; want %v (the same step)", after, before)
+	}
+	for v, pid := range pids {
+		requireAlive(t, pid, "the restart")
+		if got := serverPID(t, stateDir, v); got != pid {
+			t.Errorf("model server of %s: %d after the restart; want %d adopted", v, got, pid)
+		}
+		if activated {
+			requireNotInherited(t, pid, sup.socks)
+		}
+	}
+	if activated && o.refused > 0 {
+		t.Errorf("%d connections refused while the supervisor held the sockets", o.refused)
+	}
+	return o
 }
