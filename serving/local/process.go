@@ -327,6 +327,10 @@ func (p *process) runOnce(ctx context.Context) error {
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("start model server: %w", err)
 	}
+	if !p.l.children.add(cmd.Process.Pid) {
+		return p.closedDuringStart(cmd)
+	}
+	defer p.l.children.remove(cmd.Process.Pid)
 	p.mu.Lock()
 	p.pid = cmd.Process.Pid
 	p.mu.Unlock()
