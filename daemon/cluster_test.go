@@ -55,6 +55,7 @@ type running struct {
 	api  string
 	stop context.CancelFunc
 	done chan error
+	logs *testlog.Buffer // the daemon's log
 }
 
 func startDaemon(t *testing.T, name, config string) *running {
@@ -81,7 +82,7 @@ func startDaemonWith(t *testing.T, name, config string, opts Options) *running {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	r := &running{d: d, api: "http://" + d.APIAddr(), stop: cancel, done: make(chan error, 1)}
+	r := &running{d: d, api: "http://" + d.APIAddr(), stop: cancel, done: make(chan error, 1), logs: logs}
 	go func() { r.done <- d.Run(ctx) }()
 	t.Cleanup(func() {
 		cancel()

@@ -412,11 +412,12 @@ func (d *Daemon) APIAddr() string { return d.lns[len(d.lns)-1].Addr().String() }
 // API returns the API server (for status printing).
 func (d *Daemon) API() *server.Server { return d.api }
 
-// Run serves until ctx ends, then shuts down gracefully: listeners stop
-// accepting, in-flight requests finish, reconcilers stop (a leader then
-// releases its Lease), and every model server is stopped (no process is
-// left behind). With leader election, losing the Lease also ends Run, with
-// an error: the process exits and comes back as a follower.
+// Run serves until ctx ends, then shuts down gracefully: reconcilers stop
+// (a leader then releases its Lease) while listeners stop accepting and
+// in-flight requests finish, and every model server is stopped, those
+// still starting included (no process is left behind; see local.Close).
+// With leader election, losing the Lease also ends Run, with an error:
+// the process exits and comes back as a follower.
 func (d *Daemon) Run(ctx context.Context) error {
 	errc := make(chan error, len(d.servers)+1)
 	for i, srv := range d.servers {
@@ -440,7 +441,10 @@ func (d *Daemon) Run(ctx context.Context) error {
 	case err = <-errc:
 		d.log.Error("server failed; shutting down", "err", err)
 	}
-	d.log.Info("shutting down: draining requests")
+	// The reconcilers stop first, while requests drain: a daemon stopped
+	// in the middle of a burst of deployments starts no more model servers.
+	d.log.Info("shutting down: stopping reconcilers, draining requests")
+	stopRepos()
 	sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	for _, srv := range d.servers {
@@ -448,7 +452,6 @@ func (d *Daemon) Run(ctx context.Context) error {
 			d.log.Warn("drain incomplete", "err", e)
 		}
 	}
-	stopRepos()
 	<-reposDone
 	d.closeTarget()
 	d.lock.release()

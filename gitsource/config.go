@@ -117,6 +117,8 @@ type remote struct {
 	caBundle []byte
 	insecure bool
 	secrets  []string
+	// localPath is the repository's directory when it is on this machine.
+	localPath string
 }
 
 // newRemote resolves cfg's URL and credentials. log receives the one-time
@@ -138,7 +140,7 @@ func newRemote(cfg Config, log *slog.Logger) (*remote, error) {
 	case "ssh":
 		err = r.setSSH(cfg, ep, log)
 	case "file":
-		r.url = cfg.URL
+		r.url, r.localPath = cfg.URL, ep.Path
 		if !strings.HasPrefix(cfg.URL, "file://") && !filepath.IsAbs(cfg.URL) {
 			err = fmt.Errorf("local path %s is not absolute", cfg.URL)
 		}

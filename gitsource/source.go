@@ -142,7 +142,7 @@ func (s *Source) lsRemote(ctx context.Context) (string, error) {
 		InsecureSkipTLS: s.remote.insecure,
 	})
 	if err != nil {
-		return "", s.fail("ls-remote", err)
+		return "", s.fail("ls-remote", s.remote.explainMissing(err))
 	}
 	for _, ref := range refs {
 		if ref.Name() == s.branchRef && ref.Type() == plumbing.HashReference {

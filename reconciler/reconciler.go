@@ -111,6 +111,9 @@ type Reconciler struct {
 
 	repoError  string
 	fileErrors map[string]string
+	// saves follows the state's saves, to log a failure once (and again
+	// at most every saveErrorEvery) and to show it in Status.
+	saves saveHealth
 
 	mu     sync.RWMutex
 	status Status
@@ -399,9 +402,8 @@ func (r *Reconciler) compares() bool {
 }
 
 func (r *Reconciler) save(ctx context.Context) {
-	if err := saveState(ctx, r.store, r.state); err != nil {
-		r.log.Error("cannot save state", "err", err)
-	}
+	err := saveState(ctx, r.store, r.state)
+	r.logSave(err, r.saves.observe(err, r.now()))
 }
 
 func short(sha string) string {

@@ -169,7 +169,12 @@ func (f FileStore) Save(_ context.Context, data []byte) error {
 	if same(f.Path, data) && same(copyPath, data) {
 		return nil
 	}
-	if err := os.MkdirAll(filepath.Dir(f.Path), 0o755); err != nil {
+	// Only the file's own directory is created, in a state directory that
+	// exists: a state directory inside a repository that was moved away
+	// (merlin up's default, <repo>/.git/merlin) must not come back as a
+	// skeleton at the old path, into which moving the repository back
+	// would nest it.
+	if err := os.Mkdir(filepath.Dir(f.Path), 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
 		return fmt.Errorf("save state: %w", err)
 	}
 	if err := atomicfile.Write(f.Path, data, 0o644); err != nil {

@@ -20,6 +20,11 @@ type Status struct {
 	Error string `json:"error,omitempty"`
 	// FileErrors are manifest problems by file (path:line:col lines).
 	FileErrors map[string]string `json:"fileErrors,omitempty"`
+	// StateError is why the state (rollout steps, paused and rolled-back
+	// models) cannot be saved, while it cannot: a full disk, a state
+	// directory gone. Reconciliation goes on, but a restart would resume
+	// from the last state saved.
+	StateError string `json:"stateError,omitempty"`
 	// Models are in the one status shape the API serves.
 	Models []serving.ModelStatus `json:"models"`
 }
@@ -37,7 +42,8 @@ func (r *Reconciler) Repo() string { return r.cfg.Repo }
 // publish snapshots the state, merged with what the target observed, for
 // readers on other goroutines.
 func (r *Reconciler) publish() {
-	st := Status{Repo: r.cfg.Repo, URL: r.cfg.URL, SHA: r.state.SHA, Error: r.repoError, FileErrors: maps.Clone(r.fileErrors)}
+	st := Status{Repo: r.cfg.Repo, URL: r.cfg.URL, SHA: r.state.SHA, Error: r.repoError, FileErrors: maps.Clone(r.fileErrors),
+		StateError: r.saves.err}
 	now := r.now()
 	for _, name := range r.sortedModels() {
 		ms := r.state.Models[name]

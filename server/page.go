@@ -16,9 +16,10 @@ code{background:#f4f4f4;padding:1px 4px}
 </style></head><body>
 <h1>Merlin</h1>
 <p>{{len .Models}} models · <a href="/api/v1/models">/api/v1/models</a> · <a href="/api/v1/repos">/api/v1/repos</a> · <a href="/metrics">/metrics</a> · {{.Version}}</p>
-{{range .Repos}}{{if or .Error .FileErrors (and .Git .Git.LastError)}}<table><tr><th>repository <b>{{.Repo}}</b>{{with .SHA}} <small>at {{printf "%.12s" .}}</small>{{end}}</th></tr>
+{{range .Repos}}{{if or .Error .FileErrors .StateError (and .Git .Git.LastError)}}<table><tr><th>repository <b>{{.Repo}}</b>{{with .SHA}} <small>at {{printf "%.12s" .}}</small>{{end}}</th></tr>
 {{if .Error}}<tr><td class="err">{{.Error}}</td></tr>{{end}}
 {{with .Git}}{{if .LastError}}<tr><td class="err">git: {{.LastError}}</td></tr>{{end}}{{end}}
+{{if .StateError}}<tr><td class="err">state not saved: {{.StateError}}</td></tr>{{end}}
 {{range $file, $msg := .FileErrors}}<tr><td><small>{{$file}}</small><div class="err">{{$msg}}</div></td></tr>{{end}}
 </table>{{end}}{{end}}
 <table><tr><th>model</th><th>phase</th><th>versions</th><th>last analysis</th><th>commit</th></tr>

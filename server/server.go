@@ -160,6 +160,9 @@ type RepoView struct {
 	SHA        string            `json:"sha,omitempty"`
 	Error      string            `json:"error,omitempty"`
 	FileErrors map[string]string `json:"fileErrors,omitempty"`
+	// StateError is why the repository's state cannot be saved (a full
+	// disk), while it cannot.
+	StateError string            `json:"stateError,omitempty"`
 	Models     []string          `json:"models"`
 	Git        *gitsource.Status `json:"git,omitempty"`
 }
@@ -179,7 +182,7 @@ func (s *Server) repos() []RepoView {
 	out := []RepoView{}
 	for _, repo := range s.opts.Repos {
 		st := repo.Status()
-		v := RepoView{Repo: st.Repo, URL: st.URL, SHA: st.SHA, Error: st.Error, FileErrors: st.FileErrors, Models: []string{}}
+		v := RepoView{Repo: st.Repo, URL: st.URL, SHA: st.SHA, Error: st.Error, FileErrors: st.FileErrors, StateError: st.StateError, Models: []string{}}
 		for _, m := range st.Models {
 			v.Models = append(v.Models, m.Name)
 		}

@@ -51,4 +51,11 @@
 // when it restarts (checked by pid, command line and health), and one
 // stopped cleanly starts the same versions again with the same routed
 // split and desired deployment.
+//
+// Close (a daemon's SIGTERM) stops every server the target started, those
+// still loading included: each is registered the moment it is forked, a
+// start that races with Close is killed by its starter, a loading server
+// exits at once on SIGTERM, and Close kills whatever its supervisors did
+// not reap within the stop timeout. Only Detach and a killed daemon leave
+// servers running, for the next daemon to adopt.
 package local

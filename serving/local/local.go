@@ -139,6 +139,8 @@ type Local struct {
 	wg     sync.WaitGroup
 	// detached is set by Detach: ending a process leaves its server running.
 	detached atomic.Bool
+	// children are the servers started and not reaped yet (see Close).
+	children children
 
 	mu    sync.Mutex          // before any process's mu
 	procs map[string]*process // by version ID
@@ -374,7 +376,7 @@ func (l *Local) retireLocked(p *process) {
 	go func() {
 		defer l.wg.Done()
 		deadline := time.Now().Add(l.opts.DrainTimeout)
-		for p.inflight.Load() > 0 && time.Now().Before(deadline) {
+		for p.inflight.Load() > 0 && time.Now().Before(deadline) && l.ctx.Err() == nil { // Close does not wait
 			time.Sleep(5 * time.Millisecond)
 		}
 		p.cancel()
@@ -488,9 +490,11 @@ func (l *Local) Detach() {
 // Close stops every model server (SIGTERM, then SIGKILL after the grace
 // period) and waits for them. The deployments stay recorded in StateDir,
 // so the next daemon starts them again.
+//
+// It stops every server it started, the ones still loading included, in
+// a bounded time: see stopAll.
 func (l *Local) Close() error {
-	l.cancel()
-	l.wg.Wait()
+	l.stopAll()
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	for id, p := range l.procs {

@@ -333,6 +333,10 @@ func (p *process) runOnce(ctx context.Context) error {
 	if err := sb.start(cmd); err != nil {
 		return fmt.Errorf("start model server: %w", err)
 	}
+	if !p.l.children.add(cmd.Process.Pid) {
+		return p.closedDuringStart(cmd)
+	}
+	defer p.l.children.remove(cmd.Process.Pid)
 	p.mu.Lock()
 	p.pid, p.scratch = cmd.Process.Pid, sb.scratch
 	p.mu.Unlock()
