@@ -111,7 +111,7 @@ func assignSockets(roles []listenRole, socks []socket) ([]int, error) {
 					return nil, fmt.Errorf("socket activation: the socket named %q is bound to %s, but the configuration says %s: make them agree", s.name, s.addr, r.addr)
 				}
 				if out[i] >= 0 {
-					return nil, fmt.Errorf("socket activation: two sockets named %q", s.name)
+					return nil, fmt.Errorf("socket activation: two sockets (named %q and %q) for %s", socks[out[i]].name, s.name, r.addr)
 				}
 				out[i], taken[j] = j, true
 			}

@@ -121,9 +121,10 @@ func (s *supervisor) stop() {
 	s.stopping = true
 	cmd := s.cmd
 	s.mu.Unlock()
-	if cmd != nil {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
+	if cmd == nil || s.done == nil {
+		return
 	}
+	_ = cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case <-s.done:
 	case <-time.After(time.Minute):
