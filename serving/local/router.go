@@ -164,7 +164,7 @@ func (l *Local) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // acquire picks a version for a request, the one named when version is
 // not "" (it must take traffic), and registers the request with it. A
 // version retired between the pick and the registration is skipped by
-// picking again from the newer table.
+// picking again from the newer table, once its retirer published it.
 func (l *Local) acquire(model, version string) (*process, *modelRoutes) {
 	for range 3 {
 		mr := l.routes.Load().models[model]
@@ -178,6 +178,12 @@ func (l *Local) acquire(model, version string) (*process, *modelRoutes) {
 		if p.acquire() {
 			return p, mr
 		}
+		// p was retired under l.mu, which is held until the table
+		// without it is published: wait for that rather than draw
+		// from the stale table again.
+		l.mu.Lock()
+		//nolint:staticcheck // an empty critical section: waiting for the publisher is the point
+		l.mu.Unlock()
 	}
 	return nil, l.routes.Load().models[model]
 }
