@@ -41,6 +41,10 @@ bench: ## print the performance figures (about 10 minutes; uses real model serve
 	$(GO) test ./serving/local -run '^$$' -bench BenchmarkRouterOverhead -benchtime 1x | grep -v '^[0-9/: ]*INFO'
 	@echo "== daemon memory: 10 concurrent 60 MB predictions"
 	$(GO) test ./e2e -run '^$$' -bench BenchmarkLargeRequestsMemory -benchtime 1x -timeout 10m | grep -v '^[0-9/: ]*INFO'
+	@echo "== restart: kill -9 of a supervised daemon under 50 rps"
+	$(GO) test ./daemon -run '^TestSupervisedRestart$$' -count=1 -v -timeout 10m | grep -E 'restart[,:]|the restarted daemon|^(ok|FAIL|---)'
+	@echo "== Open Inference Protocol conformance of the router"
+	$(GO) test ./serving/local -run '^TestProtocol$$/OIPConformance' -count=1 -v | grep -E 'OIP conformance|^(ok|FAIL)'
 	@echo "== commit → serving"
 	$(GO) test ./e2e -run '^$$' -bench BenchmarkCommitToServing -benchtime 1x -timeout 15m
 	@echo "== rollbacks"
