@@ -32,6 +32,8 @@ import (
 	"k8s.io/client-go/tools/leaderelection"
 	"k8s.io/client-go/tools/leaderelection/resourcelock"
 	"k8s.io/client-go/tools/record"
+	"k8s.io/client-go/util/retry"
+	"k8s.io/utils/ptr"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
@@ -160,8 +162,37 @@ func (e *Elector) Run(ctx context.Context, lead func(ctx context.Context)) error
 		e.log.Error("lost the Lease; stopped leading")
 		return ErrLost
 	}
+	if err := e.ensureReleased(); err != nil {
+		e.log.Warn("cannot release the Lease; a standby takes over once it expires", "err", err)
+		return nil
+	}
 	e.log.Info("released the Lease")
 	return nil
+}
+
+// ensureReleased hands the Lease back when client-go's release did not:
+// its one update fails on a conflict with the last renewal, which left the
+// Lease held for a whole lease duration after a clean stop. A Lease that
+// another instance holds meanwhile is left alone.
+func (e *Elector) ensureReleased() error {
+	ctx, cancel := context.WithTimeout(context.Background(), e.cfg.RenewDeadline)
+	defer cancel()
+	leases := e.client.CoordinationV1().Leases(e.cfg.Namespace)
+	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		l, err := leases.Get(ctx, e.cfg.Name, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		if l.Spec.HolderIdentity == nil || *l.Spec.HolderIdentity != e.cfg.Identity {
+			return nil
+		}
+		now := metav1.NewMicroTime(time.Now())
+		l.Spec.HolderIdentity = ptr.To("")
+		l.Spec.LeaseDurationSeconds = ptr.To[int32](1)
+		l.Spec.RenewTime, l.Spec.AcquireTime = &now, &now
+		_, err = leases.Update(ctx, l, metav1.UpdateOptions{})
+		return err
+	})
 }
 
 // lead runs lead while the Lease is held and ctx is live, and reports

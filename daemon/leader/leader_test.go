@@ -284,3 +284,43 @@ func TestConfigErrors(t *testing.T) {
 		}
 	}
 }
+
+// A stopping leader whose release by client-go failed (a conflict with its
+// last renewal) still hands the Lease back; one another instance holds
+// meanwhile is left alone.
+func TestEnsureReleased(t *testing.T) {
+	client, ns := apiServer(t)
+	ctx := t.Context()
+	leases := client.CoordinationV1().Leases(ns)
+	now := metav1.NewMicroTime(time.Now())
+	for _, holder := range []string{"me", "other"} {
+		cfg := testConfig(ns, "me")
+		cfg.Name = "held-by-" + holder
+		if _, err := leases.Create(ctx, &coordinationv1.Lease{
+			ObjectMeta: metav1.ObjectMeta{Name: cfg.Name},
+			Spec: coordinationv1.LeaseSpec{HolderIdentity: ptr.To(holder), LeaseDurationSeconds: ptr.To[int32](15),
+				AcquireTime: &now, RenewTime: &now},
+		}, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		e, err := New(client, cfg, quiet)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := e.ensureReleased(); err != nil {
+			t.Fatal(err)
+		}
+		l, err := leases.Get(ctx, cfg.Name, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := ptr.Deref(l.Spec.HolderIdentity, "")
+		want := map[string]string{"me": "", "other": "other"}[holder]
+		if got != want {
+			t.Errorf("Lease held by %q after release: holder %q, want %q", holder, got, want)
+		}
+		if holder == "me" && ptr.Deref(l.Spec.LeaseDurationSeconds, 0) != 1 {
+			t.Errorf("released Lease lasts %ds, want 1s so that a standby takes over at once", ptr.Deref(l.Spec.LeaseDurationSeconds, 0))
+		}
+	}
+}
