@@ -71,7 +71,8 @@ type GitHub struct {
 //
 // Bodies over 1 MiB with a stated length are streamed to the model server
 // (a 32 KiB buffer each, not their size, and they are not mirrored);
-// shorter ones and chunked ones are read first. 413, 429 and 503 refusals
+// shorter ones and chunked ones are read first (a chunked one takes its
+// share of maxBufferedBytes as it grows). 413, 429 and 503 refusals
 // are answered before a version is picked and count on no version's
 // stats: a client's excess never fails a canary.
 type Local struct {

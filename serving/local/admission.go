@@ -79,8 +79,9 @@ func (c *clientReader) Read(p []byte) (int, error) {
 // 413 at once; then it takes a slot of its model (429 when MaxConcurrency
 // are in flight and MaxQueue wait, or after QueueTimeout), then the bytes
 // its body will hold in memory (503 when the router's budget stays
-// spent): its length when it is read into memory, MaxRequestBytes while a
-// body of unknown length is read, a copy buffer when it is streamed.
+// spent): its length when it is read into memory, a growing share while
+// a body of unknown length is read (readGrowing), a copy buffer when it is
+// streamed.
 // Refusals happen before a version is picked: they count on no version's
 // stats, so a client's excess never weighs on a canary's analysis.
 func (l *Local) admitRequest(w http.ResponseWriter, r *http.Request, model string) *reqBody {
@@ -105,7 +106,7 @@ func (l *Local) admitRequest(w http.ResponseWriter, r *http.Request, model strin
 	case n > streamAbove:
 		charge = streamChunk
 	case n < 0:
-		charge = l.opts.MaxRequestBytes
+		charge = min(firstGrant, l.opts.MaxRequestBytes)
 	}
 	if charge > 0 {
 		if err := l.bytes.acquire(r.Context(), charge, l.opts.QueueTimeout); err != nil {
@@ -121,18 +122,67 @@ func (l *Local) admitRequest(w http.ResponseWriter, r *http.Request, model strin
 		b.payload = payload{stream: b.client, n: n}
 		return b
 	}
-	data, err := readBody(r, l.opts.MaxRequestBytes)
+	var data []byte
+	var err error
+	if n < 0 {
+		data, err = b.readGrowing(r.Body, l.opts.MaxRequestBytes)
+	} else {
+		data, err = readBody(r, l.opts.MaxRequestBytes)
+	}
 	if err != nil {
 		b.end()
 		refuseBody(w, err)
 		return nil
 	}
-	if n < 0 && charge > int64(len(data)) { // keep what the body holds
-		l.bytes.release(charge - int64(len(data)))
+	if n < 0 && b.charge > int64(len(data)) { // keep what the body holds
+		l.bytes.release(b.charge - int64(len(data)))
 		b.charge = int64(len(data))
 	}
 	b.payload = bytesPayload(data)
 	return b
+}
+
+// firstGrant is what a body of unknown length takes of the byte budget
+// first; it takes twice as much whenever it fills what it has.
+const firstGrant = 64 << 10
+
+// errBudget is a body of unknown length that outgrew what the byte budget
+// had left.
+var errBudget = errors.New("the router holds too many bytes of request bodies (local.maxBufferedBytes)")
+
+// readGrowing reads a body of unknown length, holding no more of it than
+// the budget granted b: when it fills its grant, the grant doubles if the
+// budget has room now (no wait: two bodies waiting for each other's bytes
+// would wait forever), else the body is refused with errBudget.
+func (b *reqBody) readGrowing(body io.Reader, limit int64) ([]byte, error) {
+	var buf bytes.Buffer
+	for {
+		if room := b.charge - int64(buf.Len()); room > 0 {
+			_, err := io.CopyN(&buf, body, room)
+			if errors.Is(err, io.EOF) {
+				return buf.Bytes(), nil
+			}
+			if err != nil {
+				return nil, fmt.Errorf("read request: %w", err)
+			}
+			continue
+		}
+		if b.charge >= limit { // one byte more is one too many
+			var one [1]byte
+			switch _, err := io.ReadFull(body, one[:]); {
+			case errors.Is(err, io.EOF):
+				return buf.Bytes(), nil
+			case err != nil:
+				return nil, fmt.Errorf("read request: %w", err)
+			}
+			return nil, tooLargeError{limit}
+		}
+		more := min(b.charge, limit-b.charge)
+		if !b.l.bytes.tryAcquire(more) {
+			return nil, errBudget
+		}
+		b.charge += more
+	}
 }
 
 // refuseBusy answers a request the router has no room for now; it may be
@@ -188,31 +238,20 @@ func (l *Local) refuseLength(w http.ResponseWriter, r *http.Request) bool {
 	return true
 }
 
-// readBody reads a request body of at most limit bytes into memory, with
-// one allocation when the client states its length. A body without a
-// stated length is cut off as soon as it passes the limit.
+// readBody reads a request body of stated length, at most limit bytes,
+// into memory with one allocation.
 func readBody(r *http.Request, limit int64) ([]byte, error) {
-	if r.Body == nil || r.Body == http.NoBody || r.ContentLength == 0 {
+	if r.Body == nil || r.Body == http.NoBody || r.ContentLength <= 0 {
 		return nil, nil
 	}
 	if r.ContentLength > limit {
 		return nil, tooLargeError{limit}
 	}
-	if r.ContentLength > 0 {
-		body := make([]byte, r.ContentLength)
-		if _, err := io.ReadFull(r.Body, body); err != nil {
-			return nil, fmt.Errorf("read request: %w", err)
-		}
-		return body, nil
-	}
-	var buf bytes.Buffer
-	if _, err := buf.ReadFrom(io.LimitReader(r.Body, limit+1)); err != nil {
+	body := make([]byte, r.ContentLength)
+	if _, err := io.ReadFull(r.Body, body); err != nil {
 		return nil, fmt.Errorf("read request: %w", err)
 	}
-	if int64(buf.Len()) > limit {
-		return nil, tooLargeError{limit}
-	}
-	return buf.Bytes(), nil
+	return body, nil
 }
 
 // refuseBody answers a body that could not be read: 413 over the limit,
@@ -221,8 +260,12 @@ func readBody(r *http.Request, limit int64) ([]byte, error) {
 // the rest of the body first.
 func refuseBody(w http.ResponseWriter, err error) {
 	code := http.StatusBadRequest
-	if errors.As(err, new(tooLargeError)) {
+	switch {
+	case errors.As(err, new(tooLargeError)):
 		code = http.StatusRequestEntityTooLarge
+	case errors.Is(err, errBudget):
+		code = http.StatusServiceUnavailable
+		w.Header().Set("Retry-After", "1")
 	}
 	w.Header().Set("Connection", "close")
 	writeJSONError(w, code, err.Error())

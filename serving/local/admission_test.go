@@ -230,13 +230,22 @@ func TestRequestBytesBudget(t *testing.T) {
 
 // TestLargeBodiesStream sends bodies of every size class to a model with a
 // mirror: one written with its head in one write, one too large for that
-// (head, then body), one streamed as it arrives. All are served; the two
-// in memory are mirrored and compared, the streamed one's mirror is
-// counted as dropped.
+// (head, then body), one streamed as it arrives, and one as large but
+// chunked (read into memory, its share of the byte budget growing with
+// it). All are served; the three in memory are mirrored and compared, the
+// streamed one's mirror is counted as dropped.
 func TestLargeBodiesStream(t *testing.T) {
 	l, url := serveIris(t, Options{}, true)
-	for _, n := range []int{len(irisBody), 100 << 10, 3 << 20} {
-		resp, err := http.Post(url+"/v1/models/iris:predict", "application/json", bytes.NewReader(paddedIris(n)))
+	for _, c := range []struct {
+		n       int
+		chunked bool
+	}{{len(irisBody), false}, {100 << 10, false}, {3 << 20, false}, {3 << 20, true}} {
+		var body io.Reader = bytes.NewReader(paddedIris(c.n))
+		if c.chunked {
+			body = io.MultiReader(body) // no length: sent chunked, read into memory
+		}
+		n := c.n
+		resp, err := http.Post(url+"/v1/models/iris:predict", "application/json", body)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -248,11 +257,29 @@ func TestLargeBodiesStream(t *testing.T) {
 		}
 	}
 	shadow := l.stats.For("iris", testVersion("iris", 2, "").ID)
-	poll.Until(t, 10*time.Second, "two mirrored requests compared", func() bool {
-		return shadow.Snapshot(time.Now()).Agree == 2
+	poll.Until(t, 10*time.Second, "three mirrored requests compared", func() bool {
+		return shadow.Snapshot(time.Now()).Agree == 3
 	})
 	if snap := shadow.Snapshot(time.Now()); snap.Dropped != 1 {
 		t.Errorf("the shadow dropped %d requests; want the streamed one", snap.Dropped)
 	}
+	poll.Until(t, 10*time.Second, "the byte budget whole again", func() bool { return l.bytes.used.Load() == 0 })
+}
+
+// TestChunkedBodyOutgrowsBudget: a chunked body takes the byte budget as
+// it grows, and one that outgrows what is left gets 503 at once, with the
+// client still sending, while the body that holds the rest is served.
+func TestChunkedBodyOutgrowsBudget(t *testing.T) {
+	const limit = 128 << 10
+	l, url := serveIris(t, Options{MaxRequestBytes: limit, MaxBufferedBytes: limit}, false)
+	head := "POST /v1/models/iris:predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked"
+	chunk := fmt.Appendf(nil, "%x\r\n%s\r\n", len(irisBody), irisBody)
+	held := startRequest(t, url, head, chunk)
+	poll.Until(t, 10*time.Second, "the first body holding its first grant", func() bool { return l.bytes.used.Load() == firstGrant })
+	big := paddedIris(firstGrant + 1)
+	resp := rawRequest(t, url, head, fmt.Appendf(nil, "%x\r\n%s\r\n", len(big), big))
+	defer resp.Body.Close()
+	busy(t, resp, http.StatusServiceUnavailable, "local.maxBufferedBytes")
+	finish(t, held, []byte("0\r\n\r\n"), http.StatusOK)
 	poll.Until(t, 10*time.Second, "the byte budget whole again", func() bool { return l.bytes.used.Load() == 0 })
 }

@@ -64,3 +64,21 @@ func TestLimiterQueue(t *testing.T) {
 		t.Errorf("no queue: %v; want %v", err, errQueueFull)
 	}
 }
+
+// BenchmarkAdmissionLimiters is what admission adds to a request that fits:
+// a slot of its model and its bytes of the budget, taken and given back,
+// from every core at once.
+func BenchmarkAdmissionLimiters(b *testing.B) {
+	gate, budget := newLimiter(DefaultMaxConcurrency, DefaultMaxQueue), newLimiter(DefaultMaxBufferedBytes, DefaultMaxQueue)
+	ctx := context.Background()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if gate.acquire(ctx, 1, time.Second) != nil || budget.acquire(ctx, 40, time.Second) != nil {
+				b.Error("no room")
+				return
+			}
+			budget.release(40)
+			gate.release(1)
+		}
+	})
+}
