@@ -147,15 +147,18 @@ for s in json.loads(sys.argv[2]):
 // BenchmarkRollback, which counts the good versions it rolls back: at 1–5
 // ms latencies on a busy 2-CPU machine it fails a good version now and
 // then. The good-path scenarios test the rollout's mechanics, so they
-// leave the ratio loose and do not flake.
+// leave the ratio loose and do not flake; for the same reason their
+// absolute p99 bound is loose too (a 150 ms p99 failed a good canary
+// while CI shared the machine with other test runs).
 const (
 	canaryYAML     = canarySteps + "    analysis: {" + analysisFlow + ", maxLatencyRatio: 1.5}\n"
-	goodCanaryYAML = canarySteps + "    analysis: {" + analysisFlow + ", maxLatencyRatio: 100}\n"
+	goodCanaryYAML = canarySteps + "    analysis: {" + goodAnalysisFlow + ", maxLatencyRatio: 100}\n"
 	manualYAML     = goodCanaryYAML + "    promotion: manual\n"
 	shadowYAML     = "    strategy: shadow\n    interval: 5s\n    analysis: {" + analysisFlow + ", maxLatencyRatio: 1.5}\n"
 
-	canarySteps  = "    strategy: canary\n    steps: [10, 50, 100]\n    interval: 5s\n"
-	analysisFlow = "minRequests: 20, maxErrorRate: 1%, maxLatencyP99: 150ms, minAgreement: 90%, failureLimit: 2"
+	canarySteps      = "    strategy: canary\n    steps: [10, 50, 100]\n    interval: 5s\n"
+	analysisFlow     = "minRequests: 20, maxErrorRate: 1%, maxLatencyP99: 150ms, minAgreement: 90%, failureLimit: 2"
+	goodAnalysisFlow = "minRequests: 20, maxErrorRate: 1%, maxLatencyP99: 5s, minAgreement: 90%, failureLimit: 2"
 )
 
 // modelSource stages a model directory and its merlin.yaml, ready for

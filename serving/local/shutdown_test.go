@@ -15,9 +15,10 @@ import (
 )
 
 // serversOf lists the live processes (model servers and their workers)
-// whose command line names dir: the model-server package a target
-// installs under its StateDir, so only the servers of that target.
-func serversOf(dir string) []int {
+// serving one of the version ids: their command lines name it after
+// --version. (A sandboxed server's command line names its package and
+// bundle by descriptor, not by the state directory.)
+func serversOf(ids []string) []int {
 	entries, _ := os.ReadDir("/proc")
 	var pids []int
 	for _, e := range entries {
@@ -26,8 +27,14 @@ func serversOf(dir string) []int {
 			continue
 		}
 		cmdline, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
-		if err == nil && bytes.Contains(cmdline, []byte(dir)) && alive(pid) {
-			pids = append(pids, pid)
+		if err != nil || !alive(pid) {
+			continue
+		}
+		for _, id := range ids {
+			if bytes.Contains(cmdline, []byte("\x00--version\x00"+id+"\x00")) {
+				pids = append(pids, pid)
+				break
+			}
 		}
 	}
 	return pids
@@ -52,13 +59,13 @@ func TestCloseDuringStartBurst(t *testing.T) {
 		}
 	}
 	t.Cleanup(func() { // whatever a failure left
-		for _, pid := range serversOf(dir) {
+		for _, pid := range serversOf(ids) {
 			killAtEnd(t, pid)
 		}
 	})
 	// Close in the middle of the burst: once a few servers run, before
 	// all of them are ready.
-	poll.Until(t, 2*time.Minute, "a few model servers running", func() bool { return len(serversOf(dir)) >= 5 })
+	poll.Until(t, 2*time.Minute, "a few model servers running", func() bool { return len(serversOf(ids)) >= 5 })
 	ready := 0
 	l.mu.Lock()
 	for _, id := range ids {
@@ -67,7 +74,7 @@ func TestCloseDuringStartBurst(t *testing.T) {
 		}
 	}
 	l.mu.Unlock()
-	started := len(serversOf(dir))
+	started := len(serversOf(ids))
 	closed := make(chan struct{})
 	go func() { defer close(closed); l.Close() }()
 	poll.Until(t, 2*time.Minute, "Close returns", func() bool {
@@ -78,7 +85,7 @@ func TestCloseDuringStartBurst(t *testing.T) {
 			return false
 		}
 	})
-	left := serversOf(dir)
+	left := serversOf(ids)
 	t.Logf("closed with %d model-server processes running, %d/%d versions ready; %d left after Close", started, ready, n, len(left))
 	if len(left) > 0 {
 		t.Fatalf("%d model-server processes survived Close: %v", len(left), left)
