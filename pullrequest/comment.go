@@ -77,6 +77,8 @@ func header(c Comment) string {
 	switch {
 	case p.Closed && !p.Merged:
 		b.WriteString("Closed without merging: its previews were removed.\n")
+	case p.Merged && rolloutOver(c):
+		b.WriteString("Merged: the production rollout is over.\n")
 	case p.Merged:
 		b.WriteString("Merged: this comment follows the production rollout to its end.\n")
 	case p.ForkWaiting() && p.ApprovedSHA != "":
@@ -90,6 +92,19 @@ func header(c Comment) string {
 		b.WriteString("Each changed model runs as a shadow of production: it gets a copy of production's requests, never answers clients, and its predictions are compared with production's.\n")
 	}
 	return b.String()
+}
+
+// rolloutOver reports whether every model of a merged pull request
+// reached the end of its rollout, one way or the other.
+func rolloutOver(c Comment) bool {
+	for _, r := range c.Models {
+		switch StageOf(c.PR, r) {
+		case StageServing, StageSuperseded, StageRolledBack:
+		default:
+			return false
+		}
+	}
+	return true
 }
 
 func footer(p PR) string {

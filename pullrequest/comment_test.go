@@ -70,6 +70,10 @@ func TestRenderGolden(t *testing.T) {
 	merged.Status.Versions[1].Role, merged.Status.Versions[1].Weight = serving.RoleCandidate, 25
 	merged.Status.Versions[0].Weight = 75
 
+	done := previewing(42)
+	done.Status.Desired = done.Version
+	done.Status.Versions = []serving.VersionStatus{{Version: done.Version, Role: serving.RoleStable, Weight: 100, State: serving.StateReady, Conditions: ready()}}
+
 	tests := []struct {
 		name string
 		c    Comment
@@ -80,6 +84,8 @@ func TestRenderGolden(t *testing.T) {
 		{"merged-rolling-out", Comment{PR: PR{Number: 42, HeadSHA: pr.HeadSHA, Merged: true, StatusURL: pr.StatusURL}, Models: []Report{merged}}},
 		{"hostile", Comment{PR: PR{Number: 42, HeadSHA: "<b>not-a-sha</b>", StatusURL: "javascript:alert(1)"}, Models: []Report{hostile}}},
 		{"no-models", Comment{PR: pr}},
+		{"closed", Comment{PR: PR{Number: 42, HeadSHA: pr.HeadSHA, Closed: true}, Models: []Report{previewing(42)}}},
+		{"merged-done", Comment{PR: PR{Number: 42, HeadSHA: pr.HeadSHA, Merged: true, Closed: true}, Models: []Report{done}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

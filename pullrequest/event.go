@@ -80,3 +80,12 @@ func listModels(names []string) string {
 	}
 	return "It changes: " + strings.Join(q, ", ") + "."
 }
+
+func sortedKeys(m map[string]string) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
+}
