@@ -13,6 +13,12 @@
 // (Access, Teams) that the client implements, so the loop can be tested
 // without a network and GitHub's rules are written once.
 //
+// The entry points: Render (the sticky comment) and Edits (when it may be
+// edited: once per commentInterval, latest rendering wins); StatusOf and
+// StatusesToSend (commit statuses, written only when they change); Decide
+// (a comment: ignore, answer, or execute on which models), built from
+// Triage, ParseCommand, Targets, Authorize and the CODEOWNERS matcher.
+//
 // The sticky comment is found again by its first line, a hidden marker
 // (`<!-- merlin pr=N -->`); every comment Merlin writes carries a marker,
 // which is also how Merlin never executes its own comments.
