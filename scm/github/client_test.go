@@ -458,3 +458,34 @@ func gauge(t *testing.T, m *github.Metrics) float64 {
 	}
 	return -1
 }
+
+func TestAppTokenMintedOnceUnderConcurrency(t *testing.T) {
+	fake := githubtest.New(t)
+	fake.AddPull(repo, githubtest.Pull{Number: 7, HeadSHA: strings.Repeat("a", 40)})
+	key, path := appKey(t)
+	fake.AddApp(42, &key.PublicKey, time.Hour)
+	c, err := github.New(github.Options{Repo: repo, APIURL: fake.URL, App: &github.App{ID: 42, InstallationID: 678, PrivateKeyFile: path}, Policy: fastPolicy})
+	if err != nil {
+		t.Fatal(err)
+	}
+	errs := make(chan error, 10)
+	for i := range 10 {
+		go func() {
+			_, err := c.CreateComment(context.Background(), 7, fmt.Sprintf("comment %d", i))
+			errs <- err
+		}()
+	}
+	for range 10 {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+	if n := len(fake.CallsTo("POST", mintEP)); n != 1 {
+		t.Errorf("%d installation tokens minted for 10 concurrent calls, want 1", n)
+	}
+	for _, cm := range fake.Comments(repo, 7) {
+		if cm.Author != "merlin[bot]" {
+			t.Errorf("comment by %s", cm.Author)
+		}
+	}
+}
