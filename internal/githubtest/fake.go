@@ -155,6 +155,18 @@ func (s *Server) AddApp(id int64, key *rsa.PublicKey, ttl time.Duration) {
 	s.tokenTTL = ttl
 }
 
+// RevokeTokens revokes every installation token, as GitHub does when an
+// app is suspended or reinstalled.
+func (s *Server) RevokeTokens() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for tok, id := range s.tokens {
+		if !id.expires.IsZero() {
+			delete(s.tokens, tok)
+		}
+	}
+}
+
 // Fail answers the next n calls with f instead.
 func (s *Server) Fail(n int, f Fault) {
 	s.mu.Lock()

@@ -71,6 +71,16 @@ func (a *appTokens) Token(ctx context.Context) (string, error) {
 	return tok, nil
 }
 
+// Invalidate drops token if it is still the current one, so that the next
+// Token mints another.
+func (a *appTokens) Invalidate(token string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.token == token {
+		a.token = ""
+	}
+}
+
 // appJWT signs the app's identity: issued a minute back against clock
 // drift, valid for nine (GitHub allows ten).
 func (a *appTokens) appJWT() (string, error) {

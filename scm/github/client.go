@@ -79,7 +79,10 @@ func New(o Options) (*Client, error) {
 	c := &Client{owner: owner, repo: repo, secrets: &secrets{}, metrics: o.Metrics}
 	// Below auth: retries and counting, shared with the token minting.
 	inner := &retryTransport{next: &countTransport{next: o.Transport, metrics: o.Metrics}, policy: o.Policy, log: o.Log, now: o.Now}
-	var token func(context.Context) (string, error)
+	var (
+		token      func(context.Context) (string, error)
+		invalidate func(string)
+	)
 	switch {
 	case o.App != nil && o.TokenEnv != "":
 		return nil, errors.New("github: set tokenEnv or app, not both")
@@ -88,7 +91,7 @@ func New(o Options) (*Client, error) {
 		if err != nil {
 			return nil, err
 		}
-		token = tokens.Token
+		token, invalidate = tokens.Token, tokens.Invalidate
 	case o.TokenEnv != "":
 		t := os.Getenv(o.TokenEnv)
 		if t == "" {
@@ -99,7 +102,7 @@ func New(o Options) (*Client, error) {
 	default:
 		return nil, errors.New("github: neither tokenEnv nor app is set")
 	}
-	hc := &http.Client{Transport: &etagTransport{next: &authTransport{next: inner, token: token}, max: 512}}
+	hc := &http.Client{Transport: &etagTransport{next: &authTransport{next: inner, token: token, invalidate: invalidate}, max: 512}}
 	g := gh.NewClient(hc)
 	if apiURL != DefaultAPIURL {
 		var err error
@@ -126,13 +129,20 @@ func toComment(c *gh.IssueComment) *Comment {
 	return &Comment{ID: c.GetID(), Body: c.GetBody(), Author: c.GetUser().GetLogin(), URL: c.GetHTMLURL()}
 }
 
+// perPage is the most comments GitHub lists on one page.
+const perPage = 100
+
 // FindComment returns the first comment on pull request pr whose body
 // contains marker, or nil when there is none. Every page is a conditional
 // request: an unchanged one costs no rate limit.
+//
+// Pages are walked until a short one, not by the Link header: a full page
+// that has not changed answers 304, and the Link header cached with it can
+// predate the page after it (100 comments, then a 101st).
 func (c *Client) FindComment(ctx context.Context, pr int, marker string) (*Comment, error) {
-	opts := &gh.IssueListCommentsOptions{ListOptions: gh.ListOptions{PerPage: 100}}
+	opts := &gh.IssueListCommentsOptions{ListOptions: gh.ListOptions{PerPage: perPage, Page: 1}}
 	for {
-		page, resp, err := c.gh.Issues.ListComments(ctx, c.owner, c.repo, pr, opts)
+		page, _, err := c.gh.Issues.ListComments(ctx, c.owner, c.repo, pr, opts)
 		if err != nil {
 			return nil, c.fail(fmt.Errorf("list comments of #%d: %w", pr, err))
 		}
@@ -141,10 +151,10 @@ func (c *Client) FindComment(ctx context.Context, pr int, marker string) (*Comme
 				return toComment(cm), nil
 			}
 		}
-		if resp.NextPage == 0 {
+		if len(page) < perPage {
 			return nil, nil
 		}
-		opts.Page = resp.NextPage
+		opts.Page++
 	}
 }
 

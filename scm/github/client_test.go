@@ -119,6 +119,27 @@ func TestFindCommentAcrossPagesWithETags(t *testing.T) {
 	}
 }
 
+func TestFindCommentOnANewPage(t *testing.T) {
+	fake, c, _ := setup(t)
+	ctx := context.Background()
+	for i := range 100 {
+		fake.AddComment(repo, 7, "someone", fmt.Sprintf("comment %d", i))
+	}
+	if got, err := c.FindComment(ctx, 7, marker); err != nil || got != nil {
+		t.Fatalf("FindComment = %+v, %v; want none", got, err)
+	}
+	// The 101st comment opens page 2; page 1 is unchanged (304).
+	id := fake.AddComment(repo, 7, "merlin-bot", marker)
+	fake.ResetCalls()
+	got, err := c.FindComment(ctx, 7, marker)
+	if err != nil || got == nil || got.ID != id {
+		t.Fatalf("FindComment = %+v, %v; want comment %d", got, err, id)
+	}
+	if s := statuses(fake.CallsTo("GET", listEP)); fmt.Sprint(s) != "[304 200]" {
+		t.Errorf("statuses %v, want [304 200]", s)
+	}
+}
+
 func TestCreateCommentAndNoMarker(t *testing.T) {
 	fake, c, _ := setup(t)
 	ctx := context.Background()
@@ -349,6 +370,16 @@ func TestAppInstallationToken(t *testing.T) {
 	}
 	if st := fake.LatestStatuses(repo, sha)["merlin/iris"]; st.State != "failure" {
 		t.Errorf("latest status %+v", st)
+	}
+
+	// A revoked token: refused once, a new one minted, the call goes through.
+	fake.RevokeTokens()
+	fake.ResetCalls()
+	if err := c.SetStatus(ctx, sha, github.Status{Model: "iris", State: github.Success}); err != nil {
+		t.Fatal(err)
+	}
+	if s := statuses(fake.Calls()); fmt.Sprint(s) != "[401 201 201]" {
+		t.Errorf("after revocation: statuses %v, want [401 201 201] (refused, minted, set)", s)
 	}
 
 	// A key GitHub does not know: the JWT is refused and nothing else sent.

@@ -91,16 +91,31 @@ func (t *etagTransport) store(key string, c cachedResponse) {
 type authTransport struct {
 	next  http.RoundTripper
 	token func(ctx context.Context) (string, error)
+	// invalidate, when set, drops a token GitHub refused (an installation
+	// token revoked before its expiry); the request is sent once more
+	// with a fresh one.
+	invalidate func(token string)
 }
 
 func (t *authTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	tok, err := t.token(req.Context())
-	if err != nil {
-		return nil, err
+	for attempt := 0; ; attempt++ {
+		tok, err := t.token(req.Context())
+		if err != nil {
+			return nil, err
+		}
+		r := req.Clone(req.Context())
+		r.Header.Set("Authorization", "Bearer "+tok)
+		resp, err := t.next.RoundTrip(r)
+		if err != nil || resp.StatusCode != http.StatusUnauthorized || t.invalidate == nil || attempt > 0 {
+			return resp, err
+		}
+		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+		_ = resp.Body.Close()
+		t.invalidate(tok)
+		if req, err = rewind(req); err != nil {
+			return nil, err
+		}
 	}
-	req = req.Clone(req.Context())
-	req.Header.Set("Authorization", "Bearer "+tok)
-	return t.next.RoundTrip(req)
 }
 
 // countTransport counts every attempt that got an answer.
