@@ -32,6 +32,7 @@ var operations = map[string][]string{
 	"/repos/{owner}/{repo}/collaborators/{username}/permission": {"get"},
 	"/repos/{owner}/{repo}/contents/{path}":                     {"get"},
 	"/repos/{owner}/{repo}/pulls/{pull_number}":                 {"get"},
+	"/orgs/{org}/teams/{team_slug}/memberships/{username}":      {"get"},
 }
 
 func main() {

@@ -1,7 +1,8 @@
 // Package githubtest is an honest, stateful, in-process fake of the GitHub
 // REST API for tests: the operations Merlin's client uses (issue comments,
-// commit statuses, collaborator permissions, file contents, pull requests,
-// GitHub App installation tokens) over an httptest.Server.
+// commit statuses, collaborator permissions, team memberships, file
+// contents, pull requests, GitHub App installation tokens) over an
+// httptest.Server.
 //
 // Honest means it refuses what GitHub would refuse: every request and
 // every response is validated against GitHub's official OpenAPI

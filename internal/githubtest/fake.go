@@ -97,6 +97,7 @@ type Server struct {
 	tokenTTL time.Duration
 	nextID   int64
 	repos    map[string]*repoState
+	teams    map[string]map[string]string // org/team → login → active, pending
 }
 
 type identity struct {
@@ -115,7 +116,7 @@ func New(t testing.TB) *Server {
 	s := &Server{
 		t: t, doc: doc, now: time.Now, remaining: RateLimit,
 		tokens: map[string]identity{}, apps: map[int64]*rsa.PublicKey{}, tokenTTL: time.Hour,
-		nextID: 1000, repos: map[string]*repoState{},
+		nextID: 1000, repos: map[string]*repoState{}, teams: map[string]map[string]string{},
 	}
 	s.srv = httptest.NewServer(http.HandlerFunc(s.serve))
 	t.Cleanup(s.srv.Close)

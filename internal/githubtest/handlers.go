@@ -84,6 +84,14 @@ func (s *Server) handle(r *http.Request, who identity, endpoint string, p map[st
 	if who.login == "app" {
 		return errorReply(http.StatusUnauthorized, "A JSON web token could not be decoded")
 	}
+	if endpoint == "/orgs/{org}/teams/{team_slug}/memberships/{username}" {
+		state, ok := s.teams[p["org"]+"/"+p["team_slug"]][p["username"]]
+		if !ok {
+			return errorReply(http.StatusNotFound, "Not Found")
+		}
+		return jsonReply(http.StatusOK, map[string]any{"state": state, "role": "member",
+			"url": fmt.Sprintf("%s/organizations/1/team/2/memberships/%s", api, p["username"])})
+	}
 	full := p["owner"] + "/" + p["repo"]
 	repo, ok := s.repos[full]
 	if !ok {

@@ -92,6 +92,18 @@ func (s *Server) SetPermission(repo, login, role string) {
 	s.repo(repo).roles[login] = role
 }
 
+// SetTeamMember makes login a member of org/team; state is "active" or
+// "pending" (invited).
+func (s *Server) SetTeamMember(org, team, login, state string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	key := org + "/" + team
+	if s.teams[key] == nil {
+		s.teams[key] = map[string]string{}
+	}
+	s.teams[key][login] = state
+}
+
 // SetFile puts a file on ref (a branch or SHA).
 func (s *Server) SetFile(repo, ref, path, content string) {
 	checkRepo(repo)

@@ -203,9 +203,16 @@ func TestPermissionFilesPull(t *testing.T) {
 	ctx := context.Background()
 	fake.SetPermission(repo, "maya", "maintain")
 	fake.SetPermission(repo, "rita", "read")
-	for user, want := range map[string]string{"maya": "write", "rita": "read", "nobody": "none"} {
-		if got, err := c.Permission(ctx, user); err != nil || got != want {
-			t.Errorf("Permission(%s) = %q, %v; want %q", user, got, err, want)
+	for user, want := range map[string]string{"maya": "write maintain", "rita": "read read", "nobody": "none "} {
+		if perm, role, err := c.Permission(ctx, user); err != nil || perm+" "+role != want {
+			t.Errorf("Permission(%s) = %q, %q, %v; want %q", user, perm, role, err, want)
+		}
+	}
+	fake.SetTeamMember("acme", "ml", "maya", "active")
+	fake.SetTeamMember("acme", "ml", "rita", "pending")
+	for user, want := range map[string]bool{"maya": true, "rita": false, "nobody": false} {
+		if got, err := c.IsTeamMember(ctx, "acme", "ml", user); err != nil || got != want {
+			t.Errorf("IsTeamMember(acme/ml, %s) = %v, %v; want %v", user, got, err, want)
 		}
 	}
 
@@ -245,7 +252,7 @@ func TestRateLimitWaitedOut(t *testing.T) {
 			fake.SetPermission(repo, "maya", "write")
 			fake.Fail(1, fault)
 			// The fake reports a request sent before the limit ends.
-			if got, err := c.Permission(context.Background(), "maya"); err != nil || got != "write" {
+			if got, _, err := c.Permission(context.Background(), "maya"); err != nil || got != "write" {
 				t.Fatalf("Permission = %q, %v", got, err)
 			}
 			if s := statuses(fake.Calls()); fmt.Sprint(s) != fmt.Sprint([]int{fault.Status, 200}) {
@@ -262,13 +269,13 @@ func TestRateLimitBeyondMaxWait(t *testing.T) {
 	fake, c, _ := setup(t)
 	fake.SetPermission(repo, "maya", "write")
 	fake.Fail(1, githubtest.RateLimited(time.Now().Add(time.Hour)))
-	_, err := c.Permission(context.Background(), "maya")
+	_, _, err := c.Permission(context.Background(), "maya")
 	var rl *gogh.RateLimitError
 	if !errors.As(err, &rl) {
 		t.Fatalf("err = %v, want a RateLimitError", err)
 	}
 	// go-github remembers the reset: no request goes out before it.
-	if _, err := c.Permission(context.Background(), "maya"); err == nil {
+	if _, _, err := c.Permission(context.Background(), "maya"); err == nil {
 		t.Error("a second call succeeded while rate limited")
 	}
 	if n := len(fake.Calls()); n != 1 {

@@ -1,7 +1,8 @@
 // Package github is Merlin's client of the GitHub REST API: the few
 // operations the pull-request loop needs (the sticky comment found by its
-// hidden marker, commit statuses, a commenter's permission, CODEOWNERS,
-// pull requests), over github.com/google/go-github/v60.
+// hidden marker, commit statuses, a commenter's permission and team
+// memberships, CODEOWNERS, pull requests), over go-github v60. Client
+// has the method sets the PR loop's Access and Teams interfaces ask for.
 //
 // The interesting part is the transport under go-github, four layers:
 //

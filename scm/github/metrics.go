@@ -57,6 +57,7 @@ var endpoints = []string{
 	"/repos/{owner}/{repo}/collaborators/{username}/permission",
 	"/repos/{owner}/{repo}/contents/{path}",
 	"/repos/{owner}/{repo}/pulls/{pull_number}",
+	"/orgs/{org}/teams/{team_slug}/memberships/{username}",
 }
 
 // Endpoint names a request for metrics: "METHOD template", or "METHOD

@@ -59,17 +59,32 @@ func (c *Client) SetStatus(ctx context.Context, sha string, s Status) error {
 	return nil
 }
 
-// Permission returns user's permission on the repository: "admin",
-// "write" (also for maintain), "read" or "none" (also for an unknown user).
-func (c *Client) Permission(ctx context.Context, user string) (string, error) {
+// Permission returns user's permission on the repository as GitHub's
+// collaborator-permission API tells it: permission is "admin", "write",
+// "read" or "none" (also for an unknown user); roleName is the finer role
+// ("maintain", "triage", or a custom role's name).
+func (c *Client) Permission(ctx context.Context, user string) (permission, roleName string, err error) {
 	p, _, err := c.gh.Repositories.GetPermissionLevel(ctx, c.owner, c.repo, user)
 	if IsNotFound(err) {
-		return "none", nil
+		return "none", "", nil
 	}
 	if err != nil {
-		return "", c.fail(fmt.Errorf("permission of %s: %w", user, err))
+		return "", "", c.fail(fmt.Errorf("permission of %s: %w", user, err))
 	}
-	return p.GetPermission(), nil
+	return p.GetPermission(), p.GetUser().GetRoleName(), nil
+}
+
+// IsTeamMember reports whether login is an active member of org/team (a
+// CODEOWNERS owner like @acme/ml); a pending invitation is not membership.
+func (c *Client) IsTeamMember(ctx context.Context, org, team, login string) (bool, error) {
+	m, _, err := c.gh.Teams.GetTeamMembershipBySlug(ctx, org, team, login)
+	if IsNotFound(err) {
+		return false, nil
+	}
+	if err != nil {
+		return false, c.fail(fmt.Errorf("membership of %s in %s/%s: %w", login, org, team, err))
+	}
+	return m.GetState() == "active", nil
 }
 
 // File returns the content of the file at path on ref; found is false
