@@ -176,6 +176,12 @@ func TestStatusDescriptionTruncated(t *testing.T) {
 	if st.State != "pending" || st.TargetURL != "http://127.0.0.1:9292/" || st.Creator != "merlin-bot" {
 		t.Errorf("status %+v", st)
 	}
+	if err := c.SetStatus(context.Background(), sha, github.Status{Context: "merlin/wine", State: github.Error}); err != nil {
+		t.Fatal(err)
+	}
+	if st := fake.LatestStatuses(repo, sha)["merlin/wine"]; st.State != "error" || st.Description != "" {
+		t.Errorf("merlin/wine: %+v", st)
+	}
 }
 
 func TestInvalidRequestRefusedByDescription(t *testing.T) {

@@ -21,7 +21,9 @@ const (
 
 // Status is one model's commit status.
 type Status struct {
-	Model       string
+	Model string
+	// Context, when set, is sent instead of merlin/<Model>.
+	Context     string
 	State       State
 	Description string
 	TargetURL   string
@@ -43,18 +45,22 @@ func TruncateDescription(s string) string {
 	return string(r[:MaxDescription-1]) + "…"
 }
 
-// SetStatus sets the status merlin/<model> on sha.
+// SetStatus sets the status merlin/<model> on sha; the description is cut
+// to GitHub's 140 characters.
 func (c *Client) SetStatus(ctx context.Context, sha string, s Status) error {
+	if s.Context == "" {
+		s.Context = Context(s.Model)
+	}
 	st := &gh.RepoStatus{
 		State:       gh.String(string(s.State)),
-		Context:     gh.String(Context(s.Model)),
+		Context:     gh.String(s.Context),
 		Description: gh.String(TruncateDescription(s.Description)),
 	}
 	if s.TargetURL != "" {
 		st.TargetURL = gh.String(s.TargetURL)
 	}
 	if _, _, err := c.gh.Repositories.CreateStatus(ctx, c.owner, c.repo, sha, st); err != nil {
-		return c.fail(fmt.Errorf("status %s on %s: %w", Context(s.Model), sha, err))
+		return c.fail(fmt.Errorf("status %s on %s: %w", s.Context, sha, err))
 	}
 	return nil
 }
