@@ -59,7 +59,7 @@ type hook struct {
 
 // startHook serves a Handler (its store in dir) and runs it into a
 // recorder; queue 0 is the default.
-func startHook(t *testing.T, dir string, opts webhooks.Options) *hook {
+func startHook(t testing.TB, dir string, opts webhooks.Options) *hook {
 	t.Helper()
 	path := filepath.Join(dir, "deliveries")
 	store, err := webhooks.OpenDeliveries(path, 0)
@@ -103,7 +103,7 @@ func (k *hook) send(t *testing.T, d webhooktest.Delivery) (int, map[string]strin
 // pushToMaster is the corpus's push to master. The corpus's push
 // payloads predate the repository's has_discussions (sent since 2022,
 // required by the current schema), so it is added.
-func pushToMaster(t *testing.T) []byte {
+func pushToMaster(t testing.TB) []byte {
 	return webhooktest.Edit(t, webhooktest.Payload(t, "octokit/push/with-new-branch.payload.json"),
 		map[string]any{"repository.has_discussions": false})
 }
