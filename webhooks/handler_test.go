@@ -343,7 +343,26 @@ func TestBodyLimit(t *testing.T) {
 	if n := k.store.Len(); n != 0 {
 		t.Errorf("%d deliveries remembered", n)
 	}
+
+	// The default is GitHub's cap, 25 MB: a larger stated length is
+	// refused before a byte is read.
+	def := startHook(t, t.TempDir(), webhooks.Options{})
+	req := webhooktest.Delivery{Event: "push", Body: body}.Request(t, def.url, secret)
+	req.ContentLength = webhooks.MaxBodyBytes + 1
+	req.Body = io.NopCloser(io.LimitReader(zeros{}, req.ContentLength))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusRequestEntityTooLarge {
+		t.Errorf("25 MB + 1 byte: %d, want 413", resp.StatusCode)
+	}
 }
+
+type zeros struct{}
+
+func (zeros) Read(p []byte) (int, error) { clear(p); return len(p), nil }
 
 // TestQueueFull: when the queue is full the handler answers 503 with
 // Retry-After at once, and GitHub's redelivery of the same id is accepted
