@@ -1,6 +1,7 @@
 // Package daemon wires Merlin's parts into the running daemon: one git
 // poller and one reconciler per repository, the target, the metrics
-// provider, and the HTTP servers (model endpoint and API), on sockets it
+// provider, GitHub's webhooks (a push triggers the repository's poller,
+// see hooks.go), and the HTTP servers (model endpoint and API), on sockets it
 // binds or that a supervisor passes (socket activation, see activation.go:
 // requests wait while a killed daemon restarts). `merlin run` and
 // `merlin up` are thin layers over it.

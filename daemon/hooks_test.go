@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -211,4 +213,47 @@ server: {tokenEnv: MERLIN_TEST_TOKEN}
 	if strings.Contains(d.logs.String(), hookSecret) {
 		t.Error("the daemon logged the webhook secret")
 	}
+}
+
+// TestPushWebhookServes: with a poll interval of an hour, a push webhook
+// makes a new version of a real model (iris, direct rollout) serve.
+func TestPushWebhookServes(t *testing.T) {
+	py := requirePython(t)
+	t.Setenv("MERLIN_TEST_WEBHOOK_SECRET", hookSecret)
+	repo := gittest.NewRepo(t)
+	repo.CommitDir("add iris", filepath.Join("..", "examples", "iris-sklearn"), "iris")
+	d := startDaemon(t, "serves", fmt.Sprintf(`repositories:
+  - name: models
+    url: %q
+    interval: 1h
+    github: {repo: acme/models, webhookSecretEnv: MERLIN_TEST_WEBHOOK_SECRET}
+local: {listen: "127.0.0.1:0", stateDir: %q, python: %q}
+server: {listen: "127.0.0.1:0"}
+`, repo.Bare, t.TempDir(), py))
+	serving := func() string {
+		for _, v := range d.model(t, "iris-sklearn").Versions {
+			if v.Weight == 100 && v.Ready() {
+				return v.Version
+			}
+		}
+		return ""
+	}
+	poll.Until(t, 2*time.Minute, "the first version serves", func() bool { return serving() != "" })
+	first := serving()
+
+	manifest, err := os.ReadFile(filepath.Join("..", "examples", "iris-sklearn", "merlin.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	changed := strings.Replace(string(manifest), "  protocol: v1\n", "  protocol: v1\n  env: [{name: LOG_LEVEL, value: debug}]\n", 1)
+	sha := repo.Commit("debug logs", map[string]string{"iris/merlin.yaml": changed})
+	start := time.Now()
+	if code, body := sendHook(t, d.api, webhooktest.Delivery{Event: "push", Body: pushPayload(t, sha)}); code != http.StatusAccepted {
+		t.Fatalf("push webhook: %d %s", code, body)
+	}
+	poll.Until(t, 2*time.Minute, "the new version serves without waiting for the poll", func() bool {
+		v := serving()
+		return v != "" && v != first
+	})
+	t.Logf("push webhook → new iris version serving: %v", time.Since(start))
 }
