@@ -409,3 +409,39 @@ func TestQueueFull(t *testing.T) {
 	}
 	poll.Until(t, 5*time.Second, "the redelivery is delivered", func() bool { return len(rec.list()) == 2 })
 }
+
+// TestConcurrentRedeliveries: the same delivery arriving many times at
+// once is queued once.
+func TestConcurrentRedeliveries(t *testing.T) {
+	k := startHook(t, t.TempDir(), webhooks.Options{})
+	d := webhooktest.Delivery{Event: "push", Body: pushToMaster(t), ID: webhooktest.NewID()}
+	reqs := make([]*http.Request, 20)
+	for i := range reqs {
+		reqs[i] = d.Request(t, k.url, secret)
+	}
+	var mu sync.Mutex
+	codes := map[int]int{}
+	var wg sync.WaitGroup
+	for _, req := range reqs {
+		wg.Go(func() {
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			resp.Body.Close()
+			mu.Lock()
+			codes[resp.StatusCode]++
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	if codes[http.StatusAccepted] != 1 || codes[http.StatusOK] != len(reqs)-1 {
+		t.Fatalf("answers %v, want one 202 and the rest 200", codes)
+	}
+	poll.Until(t, 5*time.Second, "the delivery is handed over", func() bool { return len(k.rec.list()) == 1 })
+	time.Sleep(50 * time.Millisecond)
+	if n := len(k.rec.list()); n != 1 {
+		t.Fatalf("%d events for one delivery", n)
+	}
+}
