@@ -86,7 +86,9 @@ func New(opts Options) (*Handler, error) {
 	return h, nil
 }
 
-// Run hands queued events to sink, one at a time, until ctx ends.
+// Run hands queued events to sink, one at a time, until ctx ends. Events
+// still queued then are dropped: GitHub was answered, and the poll (every
+// repository's interval) catches what they would have triggered.
 func (h *Handler) Run(ctx context.Context, sink Sink) {
 	for {
 		select {
