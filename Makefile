@@ -45,6 +45,9 @@ bench: ## print the performance figures (about 10 minutes; uses real model serve
 	$(GO) test ./daemon -run '^TestSupervisedRestart$$' -count=1 -v -timeout 10m | grep -E 'restart[,:]|the restarted daemon|^(ok|FAIL|---)'
 	@echo "== Open Inference Protocol conformance of the router"
 	$(GO) test ./serving/local -run '^TestProtocol$$/OIPConformance' -count=1 -v | grep -E 'OIP conformance|^(ok|FAIL)'
+	@echo "== webhooks: acknowledgement under bursts; push webhook → fetch started"
+	$(GO) test ./webhooks -run '^$$' -bench BenchmarkAck -benchtime 20x | grep -E '^Benchmark|acknowledgement over'
+	$(GO) test ./daemon -run '^TestPushWebhook$$' -count=1 -v | grep -E 'push webhook figures|^(ok|FAIL|---)'
 	@echo "== commit → serving"
 	$(GO) test ./e2e -run '^$$' -bench BenchmarkCommitToServing -benchtime 1x -timeout 15m
 	@echo "== rollbacks"

@@ -50,10 +50,45 @@ type Auth struct {
 }
 
 // GitHub connects a repository to GitHub for webhooks and PR reporting.
+//
+//	github:
+//	  repo: acme/models                        # GitHub's owner/name
+//	  tokenEnv: GITHUB_TOKEN
+//	  webhookSecretEnv: MERLIN_WEBHOOK_SECRET  # required: deliveries must be signed with it
 type GitHub struct {
-	Repo             string `yaml:"repo"`
-	TokenEnv         string `yaml:"tokenEnv"`
+	Repo     string `yaml:"repo"`
+	TokenEnv string `yaml:"tokenEnv"`
+	// WebhookSecretEnv names the environment variable holding the webhook
+	// secret; the daemon refuses to start when it is empty.
 	WebhookSecretEnv string `yaml:"webhookSecretEnv"`
+}
+
+// Configured reports whether the github block is set.
+func (g GitHub) Configured() bool { return g != GitHub{} }
+
+var githubRepo = regexp.MustCompile(`^[A-Za-z0-9-]+/[A-Za-z0-9._-]+$`)
+
+// validate checks a repository's github block (at is its field path).
+func (g GitHub) validate(at string) []fieldProblem {
+	if !g.Configured() {
+		return nil
+	}
+	var problems []fieldProblem
+	add := func(field, format string, args ...any) {
+		problems = append(problems, fieldProblem{at + "." + field, fmt.Sprintf(format, args...)})
+	}
+	if !githubRepo.MatchString(g.Repo) {
+		add("repo", "%q must be GitHub's owner/name, such as acme/models", g.Repo)
+	}
+	for _, f := range []struct{ name, env string }{{"tokenEnv", g.TokenEnv}, {"webhookSecretEnv", g.WebhookSecretEnv}} {
+		if f.env != "" && !envName.MatchString(f.env) {
+			add(f.name, "%q must be the name of an environment variable, not the secret", f.env)
+		}
+	}
+	if g.WebhookSecretEnv == "" {
+		add("webhookSecretEnv", "is required with github: name the environment variable holding the webhook's secret (deliveries are verified with it)")
+	}
+	return problems
 }
 
 // Local configures the local target.
@@ -284,6 +319,7 @@ func (c *Config) validate() []fieldProblem {
 		case r.Interval.D() < time.Second:
 			add(at+".interval", "must be at least 1s")
 		}
+		problems = append(problems, r.GitHub.validate(at+".github")...)
 		for j, p := range r.Paths {
 			if msg := checkSearchPath(p); msg != "" {
 				add(fmt.Sprintf("%s.paths[%d]", at, j), "%q %s", p, msg)

@@ -1,6 +1,7 @@
 // Package daemon wires Merlin's parts into the running daemon: one git
 // poller and one reconciler per repository, the target, the metrics
-// provider, and the HTTP servers (model endpoint and API), on sockets it
+// provider, GitHub's webhooks (a push triggers the repository's poller,
+// see hooks.go), and the HTTP servers (model endpoint and API), on sockets it
 // binds or that a supervisor passes (socket activation, see activation.go:
 // requests wait while a killed daemon restarts). `merlin run` and
 // `merlin up` are thin layers over it.
@@ -34,6 +35,7 @@ import (
 	"merlin.dev/merlin/server"
 	"merlin.dev/merlin/serving"
 	"merlin.dev/merlin/serving/local"
+	"merlin.dev/merlin/webhooks"
 )
 
 // Options tune a daemon beyond its configuration.
@@ -69,6 +71,8 @@ type Daemon struct {
 	servers  []*http.Server
 	lns      []net.Listener
 	registry *prometheus.Registry
+	// hooks receives GitHub's webhooks (nil without a github block).
+	hooks *webhooks.Handler
 
 	// What a reconciler is built from (see startReconcilers).
 	stateDir string
@@ -132,6 +136,10 @@ func New(cfg *Config, opts Options) (*Daemon, error) {
 			d.abandon()
 		}
 	}()
+	// Before the listeners: a github block without its secret is refused.
+	if d.hooks, err = d.newHooks(); err != nil {
+		return nil, err
+	}
 	if err := d.bind(); err != nil {
 		return nil, err
 	}
@@ -173,19 +181,27 @@ func New(cfg *Config, opts Options) (*Daemon, error) {
 		}
 	}
 	d.registry.MustRegister(stats, d.events, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	d.api = d.newAPI(access)
+	d.serve()
+	ok = true
+	return d, nil
+}
+
+// newAPI builds the API server on the daemon's parts.
+func (d *Daemon) newAPI(access access) *server.Server {
 	repos := make([]server.Repo, len(d.repos))
 	for i, r := range d.repos {
 		repos[i] = r
 	}
-	sopts := server.Options{Repos: repos, Sources: d.sources, Gatherer: d.registry, Version: opts.Version,
+	sopts := server.Options{Repos: repos, Sources: d.sources, Gatherer: d.registry, Version: d.opts.Version,
 		Token: access.token, AllowedHosts: access.hosts}
+	if d.hooks != nil {
+		sopts.Hooks = d.hooks
+	}
 	if d.elector != nil {
 		sopts.Gate = d.leaderOnly
 	}
-	d.api = server.New(sopts)
-	d.serve()
-	ok = true
-	return d, nil
+	return server.New(sopts)
 }
 
 // abandon undoes a failed New: the model servers are left running (see
@@ -429,6 +445,11 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 	rctx, stopRepos := context.WithCancel(context.Background())
 	reposDone := make(chan struct{})
+	if d.hooks != nil {
+		hooksDone := make(chan struct{})
+		go func() { defer close(hooksDone); d.hooks.Run(rctx, hookSink{d}) }()
+		defer func() { <-hooksDone }()
+	}
 	go func() {
 		defer close(reposDone)
 		if err := d.reconcile(rctx); err != nil {

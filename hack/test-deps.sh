@@ -79,6 +79,27 @@ install_packages() {
 
 install_packages "${packages[@]}"
 
+# ------------------------------------------------------ webhook schemas --
+
+# GitHub's official webhook schemas (npm @octokit/openapi-webhooks, MIT),
+# which the webhook tests validate every payload they send against
+# (internal/webhooktest). 37 MB unpacked, so fetched here, not vendored.
+WEBHOOK_SCHEMAS_VERSION=12.1.0
+fetch_webhook_schemas() {
+  local dir=$cache_root/npm/openapi-webhooks-$WEBHOOK_SCHEMAS_VERSION tmp
+  [[ -s $dir/package/generated/api.github.com.json ]] && return 0
+  command -v npm >/dev/null 2>&1 || die "npm is not on PATH: it fetches @octokit/openapi-webhooks for the webhook tests"
+  log "fetching @octokit/openapi-webhooks@$WEBHOOK_SCHEMAS_VERSION into $dir"
+  mkdir -p "$cache_root/npm"
+  tmp=$(mktemp -d "$cache_root/npm/.openapi-webhooks.XXXXXX")
+  (cd "$tmp" && npm pack --silent "@octokit/openapi-webhooks@$WEBHOOK_SCHEMAS_VERSION" >&2 &&
+    tar xzf octokit-openapi-webhooks-"$WEBHOOK_SCHEMAS_VERSION".tgz && rm -f ./*.tgz) ||
+    { rm -rf "$tmp"; die "npm pack @octokit/openapi-webhooks@$WEBHOOK_SCHEMAS_VERSION failed"; }
+  rm -rf "$dir"
+  mv "$tmp" "$dir"
+}
+[[ ${packages[*]} == "${QUICK_PACKAGES[*]}" ]] || fetch_webhook_schemas
+
 ((want_kube)) || exit 0
 
 # ---------------------------------------------------------- kube-apiserver --

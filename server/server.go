@@ -8,6 +8,8 @@
 // if any, of this server; on a loopback listener every request must name
 // a loopback or allowed Host. Every answer carries a Content-Security-Policy
 // that allows the status page its inline style and nothing else.
+// GitHub's webhook deliveries (POST /hooks/github, Options.Hooks) are
+// authenticated by their signature instead of the token and JSON checks.
 package server
 
 import (
@@ -50,11 +52,20 @@ type Options struct {
 	// that rebinds its own DNS name to 127.0.0.1 is refused. Set it for
 	// a loopback listener.
 	AllowedHosts []string
+	// Hooks, when set, serves POST /hooks/github (GitHub's webhook
+	// deliveries, see package webhooks). It authenticates deliveries by
+	// their signature, so the checks of calls that act (bearer token,
+	// JSON, Origin) do not apply to it; the Host check and the security
+	// headers do.
+	Hooks http.Handler
 	// Gate, when set, wraps the routes behind the security checks (the
 	// daemon's follower refusal), so that it sees only requests that
 	// passed them and its answers carry the security headers.
 	Gate func(http.Handler) http.Handler
 }
+
+// HooksPath is where GitHub delivers webhooks (SPEC §3).
+const HooksPath = "/hooks/github"
 
 // Server serves the API.
 type Server struct {
@@ -78,6 +89,9 @@ func New(opts Options) *Server {
 	s.mux.HandleFunc("POST /api/v1/models/{name}/{action}", s.command)
 	s.mux.HandleFunc("GET /api/v1/repos", s.listRepos)
 	s.mux.HandleFunc("GET /{$}", s.page)
+	if opts.Hooks != nil {
+		s.mux.Handle("POST "+HooksPath, opts.Hooks)
+	}
 	var h http.Handler = s.mux
 	if opts.Gate != nil {
 		h = opts.Gate(h)

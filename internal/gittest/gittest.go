@@ -35,7 +35,13 @@ type Repo struct {
 	// Env is the environment git runs with (isolated HOME and identity).
 	Env  []string
 	tick atomic.Int64 // commit clock, so identical trees still get new SHAs
+	// onHTTP, when set, sees every request StartHTTP's server receives.
+	onHTTP atomic.Pointer[func(*http.Request)]
 }
+
+// OnHTTP makes f see every request of the smart HTTP server (StartHTTP)
+// before it is served: tests time when a client starts fetching.
+func (r *Repo) OnHTTP(f func(*http.Request)) { r.onHTTP.Store(&f) }
 
 // RequireGit skips the test loudly when the git CLI is missing.
 func RequireGit(t testing.TB) {
@@ -308,6 +314,13 @@ func StartHTTP(t testing.TB, r *Repo, useTLS bool, token string) (url string, ca
 			next.ServeHTTP(w, req)
 		})
 	}
+	served := h
+	h = http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		if f := r.onHTTP.Load(); f != nil {
+			(*f)(req)
+		}
+		served.ServeHTTP(w, req)
+	})
 	var srv *httptest.Server
 	if useTLS {
 		srv = httptest.NewTLSServer(h)
