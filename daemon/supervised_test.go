@@ -241,8 +241,15 @@ server: {listen: %q}
 	if len(answeredBy) != 2 {
 		t.Errorf("after the restart, answers by version: %v; want both of %v", answeredBy, before)
 	}
-	ms, _ := modelOf(api, "iris-sklearn")
-	if after := split(ms); !maps.Equal(after, before) {
+	// The router serves adopted versions before the reconciler has
+	// reported the model again in the API: wait for the report.
+	var after map[string]int
+	poll.Until(t, time.Minute, "the API reports the model again", func() bool {
+		ms, ok := modelOf(api, "iris-sklearn")
+		after = split(ms)
+		return ok && len(after) > 0
+	})
+	if !maps.Equal(after, before) {
 		t.Errorf("split after the restart %v; want %v (the same step)", after, before)
 	}
 	for v, pid := range pids {
