@@ -24,35 +24,48 @@ type commands struct {
 	branch string // the production branch, whose CODEOWNERS applies
 	gh     *scm.Client
 
-	mu  sync.Mutex
-	prs map[int]*sync.Mutex // one lock per pull request
-	wg  sync.WaitGroup      // commands in flight, waited for at shutdown
+	mu sync.Mutex
+	// prs holds, per pull request, a channel closed when its last queued
+	// command is done.
+	prs map[int]chan struct{}
+	wg  sync.WaitGroup // commands in flight, waited for at shutdown
 }
 
-// lockPR serialises the commands of one pull request, so that two
-// comments arriving together run and reply one after the other.
-func (c *commands) lockPR(pr int) func() {
+// enqueue runs f in the background after the pull request's earlier
+// commands: the webhook queue must not wait for a rollout command (up to
+// 30s) or GitHub, and a pause then a resume on one pull request must run,
+// and be answered, in that order.
+func (c *commands) enqueue(pr int, f func()) {
+	done := make(chan struct{})
 	c.mu.Lock()
-	l, ok := c.prs[pr]
-	if !ok {
-		l = &sync.Mutex{}
-		c.prs[pr] = l
-	}
+	prev := c.prs[pr]
+	c.prs[pr] = done
 	c.mu.Unlock()
-	l.Lock()
-	return l.Unlock
+	c.wg.Go(func() {
+		defer func() {
+			c.mu.Lock()
+			if c.prs[pr] == done {
+				delete(c.prs, pr)
+			}
+			c.mu.Unlock()
+			close(done)
+		}()
+		if prev != nil {
+			<-prev
+		}
+		f()
+	})
 }
 
-// handle runs one comment in the background: the webhook queue must not
-// wait for a rollout command (up to 30s) or GitHub.
+// handle runs one comment, if it is a command, after the pull request's
+// earlier ones.
 func (c *commands) handle(ctx context.Context, ev webhooks.Comment) {
 	e := commentEvent(ev)
 	if _, ok := pullrequest.Triage(e); !ok {
 		// Bots, Merlin's own comments, edits and non-commands: no API call.
 		return
 	}
-	c.wg.Go(func() {
-		defer c.lockPR(ev.Number)()
+	c.enqueue(ev.Number, func() {
 		if err := c.run(ctx, ev.Number, e); err != nil {
 			c.d.log.Warn("comment command failed", "repo", c.repo, "pr", ev.Number, "delivery", ev.Delivery, "err", err)
 		}
@@ -77,9 +90,11 @@ func (c *commands) run(ctx context.Context, pr int, e pullrequest.CommentEvent) 
 		return err
 	}
 	access := knownAccess{perm, role}
-	if !pullrequest.CanWrite(perm, role) {
-		c.d.log.Info("comment command ignored: the commenter cannot write", "repo", c.repo, "pr", pr, "login", e.Login)
-		return nil
+	// Decide's own silence, before CODEOWNERS costs a call: no files, so
+	// only the permission is judged.
+	if v, err := pullrequest.Authorize(ctx, access, nil, nil, e.Login, nil); err != nil || v.Silent {
+		c.d.log.Info("comment command ignored: the commenter cannot write", "repo", c.repo, "pr", pr, "login", e.Login, "reason", v.Reason)
+		return err
 	}
 	models := c.models()
 	var owners *pullrequest.Codeowners

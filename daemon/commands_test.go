@@ -52,7 +52,8 @@ func writes(calls []githubtest.Call) int {
 // against the fake GitHub. A writer's `/merlin pause` pauses the model
 // through the API's code path and gets one reply naming them; a reader's
 // command changes nothing and writes nothing; a bot's comment and an edit
-// write nothing; `/merlin help` gets the help text.
+// write nothing; `/merlin help` gets the help text; two commands on one
+// pull request run in order.
 func TestCommentCommands(t *testing.T) {
 	py := requirePython(t)
 	t.Setenv("MERLIN_TEST_WEBHOOK_SECRET", hookSecret)
@@ -62,7 +63,7 @@ func TestCommentCommands(t *testing.T) {
 	gh.SetPermission("acme/models", "writer", "write")
 	gh.SetPermission("acme/models", "reader", "read")
 	gh.SetFile("acme/models", gittest.Branch, ".github/CODEOWNERS", "/iris/ @writer\n")
-	for _, pr := range []int{7, 8} {
+	for _, pr := range []int{7, 8, 9} {
 		gh.AddPull("acme/models", githubtest.Pull{Number: pr, Title: "tune iris", Author: "writer", HeadRef: "tune", HeadSHA: strings.Repeat("a", 40)})
 	}
 
@@ -144,6 +145,18 @@ server: {listen: "127.0.0.1:0"}
 		t.Errorf("a bot's or an edited /merlin resume resumed the model")
 	}
 	budget("bot, edit and help")
+
+	// Two commands on one pull request run and are answered in order.
+	send(commentPayload(t, "created", 9, "writer", "User", "/merlin resume iris-sklearn"))
+	send(commentPayload(t, "created", 9, "writer", "User", "/merlin pause iris-sklearn"))
+	poll.Until(t, 30*time.Second, "two replies on #9", func() bool { return len(gh.Comments("acme/models", 9)) >= 2 })
+	cs = gh.Comments("acme/models", 9)
+	if len(cs) != 2 || !strings.Contains(cs[0].Body, "iris-sklearn: resume done") || !strings.Contains(cs[1].Body, "iris-sklearn: pause done") {
+		t.Errorf("replies on #9 = %+v, want the resume's then the pause's", cs)
+	}
+	if !d.model(t, "iris-sklearn").Paused {
+		t.Errorf("after resume then pause the model is not paused")
+	}
 }
 
 // TestGitHubTokenRequired: a github.tokenEnv whose variable is empty stops

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"sync"
 
 	scm "merlin.dev/merlin/scm/github"
 	"merlin.dev/merlin/webhooks"
@@ -34,7 +33,7 @@ func (d *Daemon) newCommands(i int, rc Repository) error {
 	if d.commands == nil {
 		d.commands = map[string]*commands{}
 	}
-	d.commands[rc.Name] = &commands{d: d, repo: rc.Name, branch: rc.Branch, gh: client, prs: map[int]*sync.Mutex{}}
+	d.commands[rc.Name] = &commands{d: d, repo: rc.Name, branch: rc.Branch, gh: client, prs: map[int]chan struct{}{}}
 	return nil
 }
 
