@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"fmt"
+	"io"
 	"net/http"
 	"path/filepath"
 	"strings"
@@ -156,6 +157,17 @@ server: {listen: "127.0.0.1:0"}
 	}
 	if !d.model(t, "iris-sklearn").Paused {
 		t.Errorf("after resume then pause the model is not paused")
+	}
+
+	// The client's calls are counted on the daemon's /metrics.
+	resp, err := http.Get(d.api + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if !strings.Contains(string(b), "merlin_github_api_calls_total{") {
+		t.Errorf("/metrics has no merlin_github_api_calls_total series")
 	}
 }
 
