@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"fmt"
 	"net"
+	"net/url"
 	"os"
 	"path"
 	"regexp"
@@ -53,11 +54,16 @@ type Auth struct {
 //
 //	github:
 //	  repo: acme/models                        # GitHub's owner/name
-//	  tokenEnv: GITHUB_TOKEN
+//	  tokenEnv: GITHUB_TOKEN                   # comment commands reply with it; empty: they are only logged
+//	  apiURL: https://api.github.com           # default; GitHub Enterprise: https://HOST/api/v3
 //	  webhookSecretEnv: MERLIN_WEBHOOK_SECRET  # required: deliveries must be signed with it
 type GitHub struct {
-	Repo     string `yaml:"repo"`
+	Repo string `yaml:"repo"`
+	// TokenEnv names the environment variable holding the token the
+	// GitHub API is called with; set but empty refuses the start.
 	TokenEnv string `yaml:"tokenEnv"`
+	// APIURL is GitHub's REST API; default https://api.github.com.
+	APIURL string `yaml:"apiURL"`
 	// WebhookSecretEnv names the environment variable holding the webhook
 	// secret; the daemon refuses to start when it is empty.
 	WebhookSecretEnv string `yaml:"webhookSecretEnv"`
@@ -83,6 +89,11 @@ func (g GitHub) validate(at string) []fieldProblem {
 	for _, f := range []struct{ name, env string }{{"tokenEnv", g.TokenEnv}, {"webhookSecretEnv", g.WebhookSecretEnv}} {
 		if f.env != "" && !envName.MatchString(f.env) {
 			add(f.name, "%q must be the name of an environment variable, not the secret", f.env)
+		}
+	}
+	if g.APIURL != "" {
+		if u, err := url.Parse(g.APIURL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.User != nil {
+			add("apiURL", "%q must be an http(s) URL without credentials, such as https://api.github.com", g.APIURL)
 		}
 	}
 	if g.WebhookSecretEnv == "" {

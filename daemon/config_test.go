@@ -51,6 +51,8 @@ func TestConfigErrorsArePositioned(t *testing.T) {
 			[]string{`c.yaml:2:20: server.tokenEnv: "s3cret token" must be the name of an environment variable`}},
 		{"allowed host with a port", "repositories: [{name: a, url: /x}]\nserver: {allowedHosts: [ok.example, \"h.example:80\"]}\n",
 			[]string{`server.allowedHosts[1]: "h.example:80" must be a host name or address, without scheme or port`}},
+		{"github apiURL not a URL", "repositories:\n  - name: a\n    url: /x\n    github: {repo: acme/m, webhookSecretEnv: S, apiURL: \"api.github.com\"}\n",
+			[]string{`c.yaml:4:57: repositories[0].github.apiURL: "api.github.com" must be an http(s) URL`}},
 		{"listen without port", "repositories: [{name: a, url: /x}]\nserver: {listen: localhost}\n",
 			[]string{`c.yaml:2:18: server.listen: "localhost" must be host:port`}},
 		{"request limit not a size", "repositories: [{name: a, url: /x}]\nlocal: {maxRequestBytes: lots}\n",

@@ -32,6 +32,7 @@ import (
 	"merlin.dev/merlin/metrics"
 	"merlin.dev/merlin/metrics/prom"
 	"merlin.dev/merlin/reconciler"
+	scm "merlin.dev/merlin/scm/github"
 	"merlin.dev/merlin/server"
 	"merlin.dev/merlin/serving"
 	"merlin.dev/merlin/serving/local"
@@ -73,6 +74,10 @@ type Daemon struct {
 	registry *prometheus.Registry
 	// hooks receives GitHub's webhooks (nil without a github block).
 	hooks *webhooks.Handler
+	// commands run pull requests' comment commands, by repository name
+	// (those with github.tokenEnv); ghMetrics counts their API calls.
+	commands  map[string]*commands
+	ghMetrics *scm.Metrics
 
 	// What a reconciler is built from (see startReconcilers).
 	stateDir string
@@ -448,7 +453,12 @@ func (d *Daemon) Run(ctx context.Context) error {
 	if d.hooks != nil {
 		hooksDone := make(chan struct{})
 		go func() { defer close(hooksDone); d.hooks.Run(rctx, hookSink{d}) }()
-		defer func() { <-hooksDone }()
+		defer func() {
+			<-hooksDone
+			for _, c := range d.commands {
+				c.wg.Wait()
+			}
+		}()
 	}
 	go func() {
 		defer close(reposDone)

@@ -16,6 +16,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"slices"
 	"strings"
@@ -140,31 +141,44 @@ func (s *Server) getModel(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) command(w http.ResponseWriter, r *http.Request) {
 	name, action := r.PathValue("name"), rollout.Command(r.PathValue("action"))
+	res, err := s.Command(r.Context(), name, action)
+	switch {
+	case errors.Is(err, ErrUnknownAction), errors.Is(err, ErrNoModel):
+		writeJSON(w, http.StatusNotFound, map[string]string{"error": err.Error()})
+	case errors.Is(err, context.DeadlineExceeded):
+		writeJSON(w, http.StatusGatewayTimeout, map[string]string{"error": err.Error()})
+	case err != nil:
+		writeJSON(w, http.StatusConflict, map[string]any{"error": err.Error(), "result": res})
+	default:
+		writeJSON(w, http.StatusOK, res)
+	}
+}
+
+// Errors of Command that name no model or action to act on.
+var (
+	ErrUnknownAction = errors.New("unknown action")
+	ErrNoModel       = errors.New("not found")
+)
+
+// Command runs a rollout command on the model of whichever repository
+// serves it, waiting at most 30s. It is the one code path of the API's
+// POST /api/v1/models/{name}/{action} (and so the CLI's) and of the pull
+// request comment commands.
+func (s *Server) Command(ctx context.Context, name string, action rollout.Command) (reconciler.CommandResult, error) {
 	switch action {
 	case rollout.Promote, rollout.Rollback, rollout.Pause, rollout.Resume:
 	default:
-		writeJSON(w, http.StatusNotFound, map[string]string{"error": "unknown action " + string(action) + ": use promote, rollback, pause or resume"})
-		return
+		return reconciler.CommandResult{}, fmt.Errorf("%w %s: use promote, rollback, pause or resume", ErrUnknownAction, action)
 	}
 	for _, repo := range s.opts.Repos {
 		if !slices.ContainsFunc(repo.Status().Models, func(m serving.ModelStatus) bool { return m.Name == name }) {
 			continue
 		}
-		ctx, cancel := context.WithTimeout(r.Context(), 30*time.Second)
+		ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		defer cancel()
-		res, err := repo.Command(ctx, name, action)
-		if err != nil && !errors.Is(err, context.DeadlineExceeded) {
-			writeJSON(w, http.StatusConflict, map[string]any{"error": err.Error(), "result": res})
-			return
-		}
-		if err != nil {
-			writeJSON(w, http.StatusGatewayTimeout, map[string]string{"error": err.Error()})
-			return
-		}
-		writeJSON(w, http.StatusOK, res)
-		return
+		return repo.Command(ctx, name, action)
 	}
-	writeJSON(w, http.StatusNotFound, map[string]string{"error": "model " + name + " not found"})
+	return reconciler.CommandResult{}, fmt.Errorf("model %s %w", name, ErrNoModel)
 }
 
 // RepoView is one repository's reconciliation and git health.
