@@ -11,8 +11,6 @@ import (
 	"strings"
 	"time"
 
-	"k8s.io/apimachinery/pkg/api/resource"
-
 	"merlin.dev/merlin/manifest"
 )
 
@@ -147,19 +145,6 @@ type Local struct {
 	MaxQueue int `yaml:"maxQueue"`
 	// QueueTimeout bounds the wait of one; default 1s.
 	QueueTimeout manifest.Duration `yaml:"queueTimeout"`
-}
-
-// quantityBytes is a quantity of bytes, or 0 when unset or invalid (the decoder
-// and validate refuse invalid ones).
-func quantityBytes(q manifest.Quantity) int64 {
-	if q == "" {
-		return 0
-	}
-	v, err := resource.ParseQuantity(string(q))
-	if err != nil {
-		return 0
-	}
-	return v.Value()
 }
 
 // Kubernetes configures the kubernetes target (SPEC §3, §6). The daemon
@@ -367,7 +352,7 @@ func (l Local) validate() []fieldProblem {
 		name string
 		q    manifest.Quantity
 	}{{"maxRequestBytes", l.MaxRequestBytes}, {"maxBufferedBytes", l.MaxBufferedBytes}} {
-		if f.q != "" && quantityBytes(f.q) <= 0 {
+		if f.q != "" && f.q.Value() <= 0 {
 			add(f.name, "%q must be a positive number of bytes such as 8Mi", f.q)
 		}
 	}

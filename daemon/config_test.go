@@ -100,17 +100,17 @@ func TestConfigLocalLimits(t *testing.T) {
 		t.Fatal(err)
 	}
 	l := c.Local
-	if got := quantityBytes(l.MaxRequestBytes); got != 100_000_000 {
+	if got := l.MaxRequestBytes.Value(); got != 100_000_000 {
 		t.Errorf("maxRequestBytes 100M read as %d", got)
 	}
-	if got := quantityBytes(l.MaxBufferedBytes); got != 1<<30 || l.MaxConcurrency != 8 || l.MaxQueue != -1 || l.QueueTimeout.D() != 250*time.Millisecond {
+	if got := l.MaxBufferedBytes.Value(); got != 1<<30 || l.MaxConcurrency != 8 || l.MaxQueue != -1 || l.QueueTimeout.D() != 250*time.Millisecond {
 		t.Errorf("read as %d bytes, %d, %d, %s", got, l.MaxConcurrency, l.MaxQueue, l.QueueTimeout.D())
 	}
 	c, err = ParseConfig("c.yaml", []byte("repositories: [{name: a, url: /x}]\nlocal: {maxRequestBytes: 8Mi}\n"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := quantityBytes(c.Local.MaxRequestBytes); got != 8<<20 {
+	if got := c.Local.MaxRequestBytes.Value(); got != 8<<20 {
 		t.Errorf("maxRequestBytes 8Mi read as %d", got)
 	}
 }

@@ -155,7 +155,7 @@ func New(cfg *Config, opts Options) (*Daemon, error) {
 			StateDir: filepath.Join(stateDir, "local"), Python: cfg.Local.Python, Workers: cfg.Local.Workers,
 			IdleTimeout: cfg.Local.IdleTimeout.D(), StopTimeout: opts.StopTimeout, RunAsUser: cfg.Local.RunAsUser,
 			Version: opts.Version, Stats: stats, Logger: log,
-			MaxRequestBytes: quantityBytes(cfg.Local.MaxRequestBytes), MaxBufferedBytes: quantityBytes(cfg.Local.MaxBufferedBytes),
+			MaxRequestBytes: cfg.Local.MaxRequestBytes.Value(), MaxBufferedBytes: cfg.Local.MaxBufferedBytes.Value(),
 			MaxConcurrency: cfg.Local.MaxConcurrency, MaxQueue: cfg.Local.MaxQueue, QueueTimeout: cfg.Local.QueueTimeout.D(),
 		})
 		if err == nil {

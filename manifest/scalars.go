@@ -126,6 +126,19 @@ func (Percent) JSONSchema() *jsonschema.Schema {
 // Quantity is a Kubernetes resource quantity such as "500m", "2" or "1Gi".
 type Quantity string
 
+// Value is the quantity as an integer (bytes, for a size), rounded up; 0
+// when unset or invalid (the decoder and validation refuse invalid ones).
+func (q Quantity) Value() int64 {
+	if q == "" {
+		return 0
+	}
+	v, err := resource.ParseQuantity(string(q))
+	if err != nil {
+		return 0
+	}
+	return v.Value()
+}
+
 func (q *Quantity) decodeScalar(n *yaml.Node) error {
 	if n.Tag != "!!str" && n.Tag != "!!int" && n.Tag != "!!float" {
 		return fmt.Errorf("expected a quantity such as 500m or 1Gi, got %s", tagName(n.Tag))
