@@ -142,7 +142,7 @@ func section(p PR, r Report) string {
 	row := func(k, a, z string) { fmt.Fprintf(&b, "| %s | %s | %s |\n", k, a, z) }
 	row("version", code(r.Version), code(stableOf(r.Status)))
 	row("state", stateText(p, r, stage), productionState(r.Status))
-	if stage != StageAwaitingApproval && stage != StageClosed && stage != StageBuilding {
+	if stage != StageAwaitingApproval && stage != StageClosed && stage != StageBuilding && stage != StageNotPreviewed {
 		pv, pd := r.Preview, r.Production
 		requests := "requests"
 		if !p.Merged {
@@ -211,6 +211,8 @@ func stateText(p PR, r Report, stage Stage) string {
 		if s.Reason != "" {
 			return string(stage) + ": " + Text(s.Reason, maxErrorRunes)
 		}
+	case StageNotPreviewed:
+		return string(stage) + ": " + Text(r.Note, maxErrorRunes)
 	}
 	return string(stage)
 }

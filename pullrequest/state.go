@@ -42,6 +42,10 @@ type Report struct {
 	// merlin.yaml as path:line:col, a failed build), with its reason.
 	Error       string
 	ErrorReason serving.Reason
+	// Note says why a changed model is not previewed (a model production
+	// does not serve yet deploys when merged; production's merlin.yaml
+	// turned its previews off).
+	Note string
 	// Preview and Production are measured over the same window.
 	Preview, Production Measure
 	// History holds recent samples of the preview, oldest first.
@@ -90,8 +94,9 @@ const (
 	StageAwaitingPromote  Stage = "awaiting promotion"
 	StageServing          Stage = "serving" // merged and rolled out: production serves it
 	StageRolledBack       Stage = "rolled back"
-	StageSuperseded       Stage = "superseded" // merged, but a later version took its place
-	StageClosed           Stage = "closed"     // closed unmerged: previews removed
+	StageSuperseded       Stage = "superseded"    // merged, but a later version took its place
+	StageClosed           Stage = "closed"        // closed unmerged: previews removed
+	StageNotPreviewed     Stage = "not previewed" // changed, but not shown beside production (Report.Note says why)
 )
 
 // faultOfPR lists the reasons that blame the pull request's content, not
@@ -114,6 +119,8 @@ func StageOf(p PR, r Report) Stage {
 		return StageError
 	case p.Merged:
 		return mergedStage(r)
+	case r.Note != "":
+		return StageNotPreviewed
 	}
 	v, ok := previewOf(p.Number, r)
 	switch {

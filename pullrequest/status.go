@@ -3,6 +3,7 @@ package pullrequest
 import (
 	"fmt"
 	"strings"
+	"unicode"
 )
 
 // MaxDescription is the longest commit status description GitHub keeps.
@@ -64,6 +65,8 @@ func StatusOf(p PR, r Report) CommitStatus {
 		st.State, desc = Failure, "rolled back: "+cmpNonEmpty(r.Status.Reason, r.Version)
 	case StageClosed:
 		st.State, desc = Success, "closed: preview removed"
+	case StageNotPreviewed:
+		st.State, desc = Success, r.Note
 	}
 	st.Description = truncateRunes(strings.Join(strings.Fields(desc), " "), MaxDescription)
 	return st
@@ -102,16 +105,45 @@ func cmpNonEmpty(a, b string) string {
 
 // StatusesToSend returns the statuses of next that differ from the last
 // sent for their context and commit, in next's order: a status is written
-// only when it changed, which keeps the loop within its API budget.
+// only when it changed, which keeps the loop within its API budget. A
+// description whose only change is in its figures (a preview's agreement,
+// a rollout's step) is not a change: GitHub keeps at most 1,000 statuses
+// per commit and context, and the sticky comment carries the live figures.
 func StatusesToSend(sent map[string]CommitStatus, next []CommitStatus) []CommitStatus {
 	var out []CommitStatus
 	for _, st := range next {
-		if last, ok := sent[st.Context]; ok && last == st {
+		if last, ok := sent[st.Context]; ok && sameStatus(last, st) {
 			continue
 		}
 		out = append(out, st)
 	}
 	return out
+}
+
+// sameStatus reports whether b says what a said, figures aside.
+func sameStatus(a, b CommitStatus) bool {
+	a.Description, b.Description = withoutFigures(a.Description), withoutFigures(b.Description)
+	return a == b
+}
+
+// withoutFigures replaces each number (digits with their separators) by #.
+func withoutFigures(s string) string {
+	var b strings.Builder
+	inNumber := false
+	for _, r := range s {
+		switch {
+		case unicode.IsDigit(r):
+			if !inNumber {
+				b.WriteByte('#')
+			}
+			inNumber = true
+		case inNumber && (r == '.' || r == ','):
+		default:
+			inNumber = false
+			b.WriteRune(r)
+		}
+	}
+	return b.String()
 }
 
 // Sent records statuses as sent, returning the new map (sent is not

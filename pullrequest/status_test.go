@@ -53,7 +53,7 @@ func TestStatusOf(t *testing.T) {
 
 func TestStatusesToSend(t *testing.T) {
 	a := CommitStatus{SHA: "s1", Context: "merlin/a", State: Pending, Description: "starting"}
-	b := CommitStatus{SHA: "s1", Context: "merlin/b", State: Success, Description: "previewing"}
+	b := CommitStatus{SHA: "s1", Context: "merlin/b", State: Success, Description: "previewing: agreement 98.0% of 120"}
 	aDone := a
 	aDone.State, aDone.Description = Success, "previewing"
 	aNewHead := a
@@ -69,11 +69,15 @@ func TestStatusesToSend(t *testing.T) {
 		{"one changed", []CommitStatus{aDone, b}, 1},
 		{"new head sha", []CommitStatus{aNewHead, b}, 1},
 		{"new model", []CommitStatus{a, b, {SHA: "s1", Context: "merlin/c", State: Pending}}, 1},
+		{"only figures changed", []CommitStatus{a, {SHA: "s1", Context: "merlin/b", State: Success, Description: "previewing: agreement 97.25% of 7"}}, 0},
 	}
 	for _, tt := range tests {
 		if got := StatusesToSend(sent, tt.next); len(got) != tt.want {
 			t.Errorf("%s: %d to send (%+v), want %d", tt.name, len(got), got, tt.want)
 		}
+	}
+	if got := StatusesToSend(sent, []CommitStatus{{SHA: "s1", Context: "merlin/b", State: Success, Description: "previewing: agreement 99.5% of 4,000"}}); len(got) != 0 {
+		t.Errorf("a status whose figures changed is sent again: %+v", got)
 	}
 	if len(sent) != 2 || Sent(sent, []CommitStatus{aDone})["merlin/a"] != aDone || sent["merlin/a"] != a {
 		t.Error("Sent does not record, or modifies its argument")
