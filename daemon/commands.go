@@ -12,6 +12,7 @@ import (
 
 	"merlin.dev/merlin/pullrequest"
 	"merlin.dev/merlin/rollout"
+	"merlin.dev/merlin/serving"
 	"merlin.dev/merlin/webhooks"
 )
 
@@ -23,6 +24,7 @@ type commands struct {
 	repo   string // Merlin's name of the repository
 	branch string // the production branch, whose CODEOWNERS applies
 	gh     *scm.Client
+	pulls  *pulls // what is known of the pull requests: heads, changed models
 
 	mu sync.Mutex
 	// prs holds, per pull request, a channel closed when its last queued
@@ -96,7 +98,24 @@ func (c *commands) run(ctx context.Context, pr int, e pullrequest.CommentEvent) 
 		c.d.log.Info("comment command ignored: the commenter cannot write", "repo", c.repo, "pr", pr, "login", e.Login, "reason", v.Reason)
 		return err
 	}
-	models := c.models()
+	p, ok := c.pulls.known(pr)
+	if !ok {
+		// Its opening was missed (before the webhook was set up, or while
+		// the daemon was down): GitHub says what it is.
+		got, err := c.gh.PullRequest(ctx, pr)
+		if err != nil {
+			return err
+		}
+		p = c.pulls.learn(got)
+	}
+	var production []serving.ModelStatus
+	if r := c.d.repoNamed(c.repo); r != nil {
+		production = r.Status().Models
+	}
+	models, err := c.pulls.changedModels(ctx, pr, production)
+	if err != nil {
+		return fmt.Errorf("models the pull request changes: %w", err)
+	}
 	var owners *pullrequest.Codeowners
 	cmd, _ := pullrequest.Triage(e)
 	if targets, _ := pullrequest.Targets(cmd, sortedNames(models)); len(targets) > 0 {
@@ -108,7 +127,7 @@ func (c *commands) run(ctx context.Context, pr int, e pullrequest.CommentEvent) 
 			owners = pullrequest.ParseCodeowners(string(data))
 		}
 	}
-	dec, err := pullrequest.Decide(ctx, e, pullrequest.PR{Number: pr}, models, access, c.gh, owners)
+	dec, err := pullrequest.Decide(ctx, e, p, models, access, c.gh, owners)
 	if err != nil {
 		return err
 	}
@@ -129,9 +148,12 @@ func (c *commands) run(ctx context.Context, pr int, e pullrequest.CommentEvent) 
 func (c *commands) execute(ctx context.Context, pr int, login string, dec pullrequest.Decision) string {
 	switch dec.Command.Verb {
 	case pullrequest.Promote, pullrequest.Rollback, pullrequest.Pause, pullrequest.Resume:
+	case pullrequest.Preview:
+		return c.preview(pr, login, dec)
+	case pullrequest.Status:
+		return c.status(pr, login, dec)
 	default:
-		return pullrequest.Refusal(pr, login, dec.Command,
-			fmt.Sprintf("`/merlin %s` is not available yet: this Merlin runs promote, rollback, pause and resume from comments.", dec.Command.Verb))
+		return pullrequest.Refusal(pr, login, dec.Command, fmt.Sprintf("`/merlin %s` is not a command this Merlin runs.", dec.Command.Verb))
 	}
 	outcomes := make([]pullrequest.Outcome, 0, len(dec.Models))
 	for _, m := range dec.Models {
@@ -160,20 +182,48 @@ func outcomeMessage(v pullrequest.Verb, phase rollout.Phase, events []rollout.Ev
 	return msg
 }
 
-// models maps the repository's production models to their manifests.
-// The pull request's own changes are not read yet, so commands may name
-// any model the repository deploys.
-func (c *commands) models() map[string]string {
-	out := map[string]string{}
-	for _, r := range c.d.repos {
-		if r.cfg.Name != c.repo {
+// preview runs a writer's `/merlin preview`: the head of this moment may
+// run (a fork's later pushes need another approval), and the loop deploys
+// it.
+func (c *commands) preview(pr int, login string, dec pullrequest.Decision) string {
+	sha := dec.PR.ApprovedSHA
+	c.pulls.approve(pr, sha)
+	c.d.log.Info("comment command run", "repo", c.repo, "pr", pr, "login", login, "command", dec.Command.Verb, "sha", shortSHA(sha))
+	outcomes := make([]pullrequest.Outcome, 0, len(dec.Models))
+	for _, m := range dec.Models {
+		outcomes = append(outcomes, pullrequest.Outcome{Model: m,
+			Message: fmt.Sprintf("%s is being deployed as a shadow of production; the pull request's Merlin comment follows it", shortSHA(sha))})
+	}
+	return pullrequest.Reply(pr, login, dec.Command, outcomes)
+}
+
+// status answers `/merlin status`: where each model the pull request
+// changes stands, and the sticky comment is brought up to date.
+func (c *commands) status(pr int, login string, dec pullrequest.Decision) string {
+	c.pulls.kick(pr)
+	var production []serving.ModelStatus
+	if r := c.d.repoNamed(c.repo); r != nil {
+		production = r.Status().Models
+	}
+	p, results, _ := c.pulls.known(pr)
+	var outcomes []pullrequest.Outcome
+	for _, res := range results {
+		if !res.Changed {
 			continue
 		}
-		for _, m := range r.Status().Models {
-			out[m.Name] = m.File
+		rep := pullrequest.Report{Status: serving.ModelStatus{Name: res.Model}, Version: res.Version, Error: res.Error, ErrorReason: res.Reason, Note: res.Note}
+		for _, m := range production {
+			if m.Name == res.Model {
+				rep.Status = m
+			}
 		}
+		st := pullrequest.StatusOf(p, rep)
+		outcomes = append(outcomes, pullrequest.Outcome{Model: cmpStr(res.Model, res.File), Message: fmt.Sprintf("%s: %s", st.State, st.Description)})
 	}
-	return out
+	if len(outcomes) == 0 {
+		outcomes = append(outcomes, pullrequest.Outcome{Model: "pull request", Message: string(pullrequest.StageOf(p, pullrequest.Report{}))})
+	}
+	return pullrequest.Reply(pr, login, dec.Command, outcomes)
 }
 
 func sortedNames(m map[string]string) []string { return slices.Sorted(maps.Keys(m)) }

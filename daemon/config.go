@@ -55,11 +55,21 @@ type Auth struct {
 //	  tokenEnv: GITHUB_TOKEN                   # comment commands reply with it; empty: they are only logged
 //	  apiURL: https://api.github.com           # default; GitHub Enterprise: https://HOST/api/v3
 //	  webhookSecretEnv: MERLIN_WEBHOOK_SECRET  # required: deliveries must be signed with it
+//	  commentInterval: 10s                     # least time between edits of one PR comment
+//	  statusURL: https://merlin.example.com/   # the status page, linked from comments and statuses
 type GitHub struct {
 	Repo string `yaml:"repo"`
 	// TokenEnv names the environment variable holding the token the
 	// GitHub API is called with; set but empty refuses the start.
 	TokenEnv string `yaml:"tokenEnv"`
+	// App authenticates as a GitHub App installation instead of a token.
+	App *GitHubApp `yaml:"app"`
+	// CommentInterval is the least time between two edits of one pull
+	// request's comment. Default 10s.
+	CommentInterval manifest.Duration `yaml:"commentInterval"`
+	// StatusURL is the status page as GitHub's users reach it; default
+	// the server's address.
+	StatusURL string `yaml:"statusURL"`
 	// APIURL is GitHub's REST API; default https://api.github.com.
 	APIURL string `yaml:"apiURL"`
 	// WebhookSecretEnv names the environment variable holding the webhook
@@ -67,8 +77,21 @@ type GitHub struct {
 	WebhookSecretEnv string `yaml:"webhookSecretEnv"`
 }
 
+// GitHubApp is a GitHub App installation the API is called as.
+type GitHubApp struct {
+	ID             int64  `yaml:"id"`
+	InstallationID int64  `yaml:"installationID"`
+	PrivateKeyFile string `yaml:"privateKeyFile"`
+}
+
 // Configured reports whether the github block is set.
-func (g GitHub) Configured() bool { return g != GitHub{} }
+func (g GitHub) Configured() bool {
+	return g.Repo != "" || g.TokenEnv != "" || g.App != nil || g.APIURL != "" || g.WebhookSecretEnv != "" || g.StatusURL != "" || g.CommentInterval != 0
+}
+
+// Reports reports whether the pull-request loop may call GitHub's API
+// (a token or an app is set).
+func (g GitHub) Reports() bool { return g.TokenEnv != "" || g.App != nil }
 
 var githubRepo = regexp.MustCompile(`^[A-Za-z0-9-]+/[A-Za-z0-9._-]+$`)
 
@@ -87,6 +110,24 @@ func (g GitHub) validate(at string) []fieldProblem {
 	for _, f := range []struct{ name, env string }{{"tokenEnv", g.TokenEnv}, {"webhookSecretEnv", g.WebhookSecretEnv}} {
 		if f.env != "" && !envName.MatchString(f.env) {
 			add(f.name, "%q must be the name of an environment variable, not the secret", f.env)
+		}
+	}
+	if g.App != nil {
+		switch {
+		case g.TokenEnv != "":
+			add("app", "set tokenEnv or app, not both")
+		case g.App.ID <= 0 || g.App.InstallationID <= 0:
+			add("app", "needs id and installationID (the app's settings and its installation on the repository show them)")
+		case g.App.PrivateKeyFile == "":
+			add("app.privateKeyFile", "is required: the app's private key (PEM) signs its tokens")
+		}
+	}
+	if g.CommentInterval != 0 && g.CommentInterval.D() < time.Second {
+		add("commentInterval", "must be at least 1s")
+	}
+	if g.StatusURL != "" {
+		if u, err := url.Parse(g.StatusURL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.User != nil {
+			add("statusURL", "%q must be an http(s) URL without credentials", g.StatusURL)
 		}
 	}
 	if g.APIURL != "" {

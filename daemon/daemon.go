@@ -78,6 +78,12 @@ type Daemon struct {
 	// (those with github.tokenEnv); ghMetrics counts their API calls.
 	commands  map[string]*commands
 	ghMetrics *scm.Metrics
+	// pulls run pull requests' previews and reports, by repository name
+	// (those with a github block).
+	pulls map[string]*pulls
+	// stats are the router's counters (local target), which the pull
+	// requests' comments show.
+	stats *metrics.Registry
 
 	// What a reconciler is built from (see startReconcilers).
 	stateDir string
@@ -149,6 +155,7 @@ func New(cfg *Config, opts Options) (*Daemon, error) {
 		return nil, err
 	}
 	stats := metrics.NewRegistry()
+	d.stats = stats
 	switch cfg.Target {
 	case "local":
 		d.local, err = local.New(local.Options{
@@ -453,10 +460,16 @@ func (d *Daemon) Run(ctx context.Context) error {
 	if d.hooks != nil {
 		hooksDone := make(chan struct{})
 		go func() { defer close(hooksDone); d.hooks.Run(rctx, hookSink{d}) }()
+		for _, p := range d.pulls {
+			p.start(rctx)
+		}
 		defer func() {
 			<-hooksDone
 			for _, c := range d.commands {
 				c.wg.Wait()
+			}
+			for _, p := range d.pulls {
+				p.wait()
 			}
 		}()
 	}

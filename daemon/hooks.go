@@ -10,30 +10,42 @@ import (
 	"merlin.dev/merlin/webhooks"
 )
 
-// newCommands builds the GitHub client that runs a repository's comment
-// commands, when its github block has a token. An empty token variable
-// refuses the start, as an empty webhook secret does.
-func (d *Daemon) newCommands(i int, rc Repository) error {
+// newGitHub builds a repository's pull-request loop and, when its github
+// block has a token or an app, the GitHub client the loop reports with and
+// comment commands reply with. An empty token variable refuses the start,
+// as an empty webhook secret does.
+func (d *Daemon) newGitHub(i int, rc Repository) error {
 	g := rc.GitHub
-	if g.TokenEnv == "" {
-		return nil
+	var client *scm.Client
+	if g.Reports() {
+		if g.TokenEnv != "" && os.Getenv(g.TokenEnv) == "" {
+			return fmt.Errorf("repositories[%d].github.tokenEnv: environment variable %s is empty; "+
+				"set it to a GitHub token that may read the repository and comment on its pull requests", i, g.TokenEnv)
+		}
+		if d.ghMetrics == nil {
+			d.ghMetrics = scm.NewMetrics()
+			d.registry.MustRegister(d.ghMetrics)
+		}
+		o := scm.Options{Repo: g.Repo, APIURL: g.APIURL, TokenEnv: g.TokenEnv, Metrics: d.ghMetrics, Log: d.log.With("repo", rc.Name)}
+		if g.App != nil {
+			o.App = &scm.App{ID: g.App.ID, InstallationID: g.App.InstallationID, PrivateKeyFile: g.App.PrivateKeyFile}
+		}
+		var err error
+		if client, err = scm.New(o); err != nil {
+			return fmt.Errorf("repositories[%d].github: %w", i, err)
+		}
 	}
-	if os.Getenv(g.TokenEnv) == "" {
-		return fmt.Errorf("repositories[%d].github.tokenEnv: environment variable %s is empty; "+
-			"set it to a GitHub token that may read the repository and comment on its pull requests", i, g.TokenEnv)
-	}
-	if d.ghMetrics == nil {
-		d.ghMetrics = scm.NewMetrics()
-		d.registry.MustRegister(d.ghMetrics)
-	}
-	client, err := scm.New(scm.Options{Repo: g.Repo, APIURL: g.APIURL, TokenEnv: g.TokenEnv, Metrics: d.ghMetrics, Log: d.log.With("repo", rc.Name)})
+	p, err := newPulls(d, rc, client)
 	if err != nil {
-		return fmt.Errorf("repositories[%d].github: %w", i, err)
+		return err
 	}
-	if d.commands == nil {
-		d.commands = map[string]*commands{}
+	if d.pulls == nil {
+		d.pulls, d.commands = map[string]*pulls{}, map[string]*commands{}
 	}
-	d.commands[rc.Name] = &commands{d: d, repo: rc.Name, branch: rc.Branch, gh: client, prs: map[int]chan struct{}{}}
+	d.pulls[rc.Name] = p
+	if client != nil {
+		d.commands[rc.Name] = &commands{d: d, repo: rc.Name, branch: rc.Branch, gh: client, pulls: p, prs: map[int]chan struct{}{}}
+	}
 	return nil
 }
 
@@ -53,7 +65,7 @@ func (d *Daemon) newHooks() (*webhooks.Handler, error) {
 				"set it to the secret of the repository's GitHub webhook (webhook deliveries are verified with it)", i, g.WebhookSecretEnv)
 		}
 		repos = append(repos, webhooks.Repo{Name: rc.Name, FullName: g.Repo, Branch: rc.Branch, Secret: []byte(secret)})
-		if err := d.newCommands(i, rc); err != nil {
+		if err := d.newGitHub(i, rc); err != nil {
 			return nil, err
 		}
 	}
@@ -72,8 +84,8 @@ func (d *Daemon) newHooks() (*webhooks.Handler, error) {
 }
 
 // hookSink acts on webhook events: a push makes the repository's poller
-// fetch at once and a comment may be a command. Pull request events are
-// logged until previews are built.
+// fetch at once, a pull request event wakes its preview and report, and a
+// comment may be a command.
 type hookSink struct{ d *Daemon }
 
 var _ webhooks.Sink = hookSink{}
@@ -88,9 +100,11 @@ func (s hookSink) Push(_ context.Context, ev webhooks.Push) {
 	}
 }
 
-// PullRequest is not acted on yet.
+// PullRequest hands the event to the repository's pull-request loop.
 func (s hookSink) PullRequest(_ context.Context, ev webhooks.PullRequest) {
-	s.d.log.Info("pull_request webhook received; previews are not built yet", "repo", ev.Repo, "pr", ev.Number, "action", ev.Action, "delivery", ev.Delivery)
+	if p := s.d.pulls[ev.Repo]; p != nil {
+		p.event(ev)
+	}
 }
 
 // Comment runs a `/merlin` command in the background (see commands);

@@ -1,0 +1,265 @@
+package daemon
+
+import (
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"merlin.dev/merlin/internal/githubtest"
+	"merlin.dev/merlin/internal/gittest"
+	"merlin.dev/merlin/internal/poll"
+	"merlin.dev/merlin/internal/webhooktest"
+	"merlin.dev/merlin/pullrequest"
+	"merlin.dev/merlin/serving"
+)
+
+// prPayload is the corpus's pull_request event of action (opened,
+// synchronize or closed), moved onto pull request n of acme/models into
+// gittest.Branch, with its head at sha in headRepo (acme/models, or a
+// fork's).
+func prPayload(t *testing.T, action string, n int, sha, headRepo string, merged bool) []byte {
+	t.Helper()
+	fields := map[string]any{
+		"action": action, "number": n, "repository.full_name": "acme/models",
+		"pull_request.number": n, "pull_request.head.sha": sha, "pull_request.head.repo.full_name": headRepo,
+		"pull_request.base.repo.full_name": "acme/models", "pull_request.base.ref": gittest.Branch,
+	}
+	if action == "closed" {
+		fields["pull_request.merged"] = merged
+	}
+	return webhooktest.Edit(t, webhooktest.Payload(t, "octokit/pull_request/"+action+".payload.json"), fields)
+}
+
+// irisEnv is the iris example's manifest with one environment variable,
+// which makes a version of its own with the same predictions.
+func irisEnv(t *testing.T, value string) string {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join("..", "examples", "iris-sklearn", "merlin.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := strings.Replace(string(data), "  protocol: v1\n", "  protocol: v1\n  env: [{name: MERLIN_TEST_NOTE, value: "+value+"}]\n", 1)
+	if out == string(data) {
+		t.Fatal("examples/iris-sklearn/merlin.yaml has no protocol line to add env after")
+	}
+	return out
+}
+
+// prFixture is a daemon serving the iris example from a real git
+// repository, with a github block pointed at the fake GitHub.
+type prFixture struct {
+	t        *testing.T
+	gh       *githubtest.Server
+	repo     *gittest.Repo
+	d        *running
+	stateDir string
+	py       string
+}
+
+func newPRFixture(t *testing.T) *prFixture {
+	t.Helper()
+	f := &prFixture{t: t, py: requirePython(t), stateDir: t.TempDir()}
+	t.Setenv("MERLIN_TEST_WEBHOOK_SECRET", hookSecret)
+	t.Setenv("MERLIN_TEST_GITHUB_TOKEN", "ghp_merlin_test_token")
+	f.gh = githubtest.New(t)
+	f.gh.AddToken("ghp_merlin_test_token", "merlin-app")
+	f.gh.SetPermission("acme/models", "writer", "write")
+	f.gh.SetPermission("acme/models", "reader", "read")
+	f.repo = gittest.NewRepo(t)
+	f.repo.CommitDir("add iris", filepath.Join("..", "examples", "iris-sklearn"), "iris")
+	f.start()
+	poll.Until(t, 2*time.Minute, "iris serves", func() bool {
+		ms := f.d.model(t, "iris-sklearn")
+		return len(ms.Versions) == 1 && ms.Versions[0].Weight == 100 && ms.Versions[0].Ready()
+	})
+	return f
+}
+
+func (f *prFixture) start() {
+	f.d = startDaemon(f.t, "pulls", fmt.Sprintf(`repositories:
+  - name: models
+    url: %q
+    interval: 1s
+    github: {repo: acme/models, tokenEnv: MERLIN_TEST_GITHUB_TOKEN, apiURL: %q, webhookSecretEnv: MERLIN_TEST_WEBHOOK_SECRET, commentInterval: 1s}
+local: {listen: "127.0.0.1:0", stateDir: %q, python: %q}
+server: {listen: "127.0.0.1:0"}
+`, f.repo.Bare, f.gh.URL, f.stateDir, f.py))
+}
+
+// open pushes a head for pull request n and registers the pull request
+// with the fake GitHub; the event is sent separately.
+func (f *prFixture) open(n int, headRepo string, files map[string]string) string {
+	f.t.Helper()
+	sha := f.repo.PullHead(n, files)
+	f.gh.AddPull("acme/models", githubtest.Pull{Number: n, Title: "tune iris", Author: "writer", HeadRepo: headRepo, HeadRef: "tune", HeadSHA: sha})
+	return sha
+}
+
+func (f *prFixture) send(event string, body []byte) {
+	f.t.Helper()
+	code, resp := sendHook(f.t, f.d.api, webhooktest.Delivery{Event: event, Body: body})
+	if code != http.StatusAccepted && code != http.StatusOK {
+		f.t.Fatalf("%s delivery: %d %s", event, code, resp)
+	}
+}
+
+// sticky returns pull request n's comments carrying the sticky marker.
+func (f *prFixture) sticky(n int) []githubtest.Comment {
+	var out []githubtest.Comment
+	for _, c := range f.gh.Comments("acme/models", n) {
+		if pr, ok := pullrequest.ParseMarker(c.Body); ok && pr == n && strings.Contains(c.Body, pullrequest.Marker(n)) {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// preview returns pull request n's preview among the model's versions.
+func (f *prFixture) preview(n int) (serving.VersionStatus, bool) {
+	for _, v := range f.d.model(f.t, "iris-sklearn").Versions {
+		if v.Role == serving.RolePreview && v.PR == n {
+			return v, true
+		}
+	}
+	return serving.VersionStatus{}, false
+}
+
+func (f *prFixture) predict(times int) {
+	f.t.Helper()
+	body := `{"instances": [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]}`
+	for range times {
+		resp, err := http.Post("http://"+f.d.d.ModelsAddr()+"/v1/models/iris-sklearn:predict", "application/json", strings.NewReader(body))
+		if err != nil {
+			f.t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			f.t.Fatalf("predict: %d", resp.StatusCode)
+		}
+	}
+}
+
+// TestPullRequestPreview drives a pull request from opening to closing
+// through signed deliveries, real git and real model servers: its head
+// is previewed as a shadow of production, the one sticky comment shows
+// the agreement measured on mirrored traffic, the commit status says
+// success, a burst of 50 events leaves one comment, and closing removes
+// the preview.
+func TestPullRequestPreview(t *testing.T) {
+	f := newPRFixture(t)
+	start := time.Now()
+	sha := f.open(11, "acme/models", map[string]string{"iris/merlin.yaml": irisEnv(t, "pr11")})
+	f.send("pull_request", prPayload(t, "opened", 11, sha, "acme/models", false))
+	poll.Until(t, 2*time.Minute, "pull request 11's preview is ready", func() bool {
+		v, ok := f.preview(11)
+		return ok && v.Ready() && v.Weight == 0
+	})
+	poll.Until(t, 30*time.Second, "the sticky comment is posted", func() bool { return len(f.sticky(11)) == 1 })
+	t.Logf("pull request opened → preview serving and comment posted: %v", time.Since(start).Round(time.Millisecond))
+
+	f.predict(20)
+	newData := time.Now()
+	poll.Until(t, 30*time.Second, "the comment shows the agreement", func() bool {
+		cs := f.sticky(11)
+		return len(cs) == 1 && strings.Contains(cs[0].Body, "100.0% of 20 compared")
+	})
+	t.Logf("new data → comment shows it: %v (commentInterval 1s)", time.Since(newData).Round(time.Millisecond))
+	if st := f.gh.LatestStatuses("acme/models", sha)["merlin/iris-sklearn"]; st.State != "success" || !strings.HasPrefix(st.Description, "previewing") {
+		t.Errorf("merlin/iris-sklearn on %s = %+v, want success, previewing", sha[:8], st)
+	}
+	if ms := f.d.model(t, "iris-sklearn"); ms.Versions[0].Role != serving.RoleStable || ms.Versions[0].Weight != 100 {
+		t.Errorf("production after the preview: %+v, want the stable version answering all", ms.Versions)
+	}
+
+	// 50 events for one pull request at once: one comment, edited.
+	f.gh.ResetCalls()
+	var wg sync.WaitGroup
+	for range 50 {
+		wg.Go(func() {
+			code, resp := sendHook(t, f.d.api, webhooktest.Delivery{Event: "pull_request", Body: prPayload(t, "synchronize", 11, sha, "acme/models", false)})
+			if code != http.StatusAccepted && code != http.StatusOK {
+				t.Errorf("synchronize delivery: %d %s", code, resp)
+			}
+		})
+	}
+	wg.Wait()
+	time.Sleep(3 * time.Second) // more than commentInterval: edits would have gone out
+	if cs := f.sticky(11); len(cs) != 1 {
+		t.Errorf("after 50 events, %d sticky comments, want 1", len(cs))
+	}
+	if calls := f.gh.CallsTo(http.MethodPost, "/repos/{owner}/{repo}/issues/{issue_number}/comments"); len(calls) != 0 {
+		t.Errorf("50 events created %d comments", len(calls))
+	}
+	t.Logf("50 concurrent events: %d API calls, %d writes", len(f.gh.Calls()), writes(f.gh.Calls()))
+
+	// Closing removes the preview and says so.
+	f.send("pull_request", prPayload(t, "closed", 11, sha, "acme/models", false))
+	poll.Until(t, time.Minute, "the preview is removed", func() bool { _, ok := f.preview(11); return !ok })
+	poll.Until(t, 30*time.Second, "the comment says closed", func() bool {
+		cs := f.sticky(11)
+		return len(cs) == 1 && strings.Contains(cs[0].Body, "Closed without merging")
+	})
+	if n := len(f.sticky(11)); n != 1 {
+		t.Errorf("%d sticky comments on #11, want 1", n)
+	}
+}
+
+// TestForkPullRequest: a fork's head is not deployed until a writer's
+// `/merlin preview`, which deploys the head of that moment; a reader's
+// does nothing and writes nothing. A restart in the middle keeps the one
+// comment.
+func TestForkPullRequest(t *testing.T) {
+	f := newPRFixture(t)
+	sha := f.open(12, "mallory/models", map[string]string{"iris/merlin.yaml": irisEnv(t, "fork")})
+	f.send("pull_request", prPayload(t, "opened", 12, sha, "mallory/models", false))
+	poll.Until(t, 30*time.Second, "the comment names /merlin preview", func() bool {
+		cs := f.sticky(12)
+		return len(cs) == 1 && strings.Contains(cs[0].Body, "/merlin preview")
+	})
+	if _, ok := f.preview(12); ok {
+		t.Fatal("a fork's head was deployed without a writer's approval")
+	}
+
+	// A reader's approval: nothing happens, nothing is written.
+	f.gh.ResetCalls()
+	f.send("issue_comment", commentPayload(t, "created", 12, "reader", "User", "/merlin preview"))
+	poll.Until(t, 30*time.Second, "the reader is turned down", func() bool { return strings.Contains(f.d.logs.String(), "login=reader") })
+	time.Sleep(2 * time.Second)
+	if w := writes(f.gh.Calls()); w != 0 {
+		t.Errorf("a reader's /merlin preview: %d writes, want 0", w)
+	}
+	if _, ok := f.preview(12); ok {
+		t.Fatal("a reader's /merlin preview deployed the fork")
+	}
+
+	// Restart before the approval: the same comment is edited afterwards.
+	f.d.stop()
+	if err := <-f.d.done; err != nil {
+		t.Fatal(err)
+	}
+	f.d.done <- nil // for the first daemon's cleanup
+	f.start()
+
+	f.send("issue_comment", commentPayload(t, "created", 12, "writer", "User", "/merlin preview"))
+	poll.Until(t, 2*time.Minute, "the approved fork head is previewed", func() bool {
+		v, ok := f.preview(12)
+		return ok && v.Ready()
+	})
+	poll.Until(t, 30*time.Second, "the comment follows the preview", func() bool {
+		cs := f.sticky(12)
+		return len(cs) == 1 && !strings.Contains(cs[0].Body, "comes from a fork")
+	})
+	if n := len(f.sticky(12)); n != 1 {
+		t.Errorf("%d sticky comments on #12 after a restart, want 1", n)
+	}
+
+	// A push after the approval needs another one: the preview goes.
+	sha2 := f.repo.PullHead(12, map[string]string{"iris/merlin.yaml": irisEnv(t, "fork2")})
+	f.send("pull_request", prPayload(t, "synchronize", 12, sha2, "mallory/models", false))
+	poll.Until(t, time.Minute, "the unapproved head is not previewed", func() bool { _, ok := f.preview(12); return !ok })
+}
