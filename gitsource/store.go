@@ -230,7 +230,7 @@ func (s *Source) reclone(ctx context.Context) (plumbing.Hash, error) {
 	if err != nil {
 		return plumbing.ZeroHash, err
 	}
-	head, err := s.fetchInto(ctx, ng.w)
+	head, err := s.fetchInto(ctx, ng.w, s.branchTarget())
 	if err == nil {
 		err = verifyComplete(ng.w, head)
 	}
