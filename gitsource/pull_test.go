@@ -75,6 +75,12 @@ func TestFetchPull(t *testing.T) {
 				t.Fatalf("FetchPull(8) = %v, also matches ErrBranchNotFound", err)
 			}
 			mustCurrent(t, src, main2)
+
+			// A closed pull request whose head GitHub dropped.
+			repo.DeletePullHead(7)
+			if _, err := src.FetchPull(testCtx(t), 7); !errors.Is(err, ErrPullNotFound) {
+				t.Fatalf("FetchPull(7) after its head was deleted = %v, want ErrPullNotFound", err)
+			}
 		})
 	}
 }
