@@ -41,6 +41,11 @@
 // switch (one generation of grace, so an fs.FS reader that is mid-read keeps
 // working). Compaction is local; it does not touch the network.
 //
+// [Source.FetchPull] fetches a pull request's head (refs/pull/<n>/head, as
+// GitHub publishes it) the same way into refs/merlin/pull/<n>, beside the
+// branch; compactions and re-clones carry those heads over until
+// [Source.ForgetPull] drops the ref.
+//
 // # Shallow-fetch pitfalls and the re-clone fallback
 //
 // go-git's incremental fetches into shallow repositories have known failure

@@ -13,6 +13,7 @@ import (
 	"github.com/go-git/go-git/v5/config"
 	"github.com/go-git/go-git/v5/plumbing"
 	"github.com/go-git/go-git/v5/plumbing/object"
+	"github.com/go-git/go-git/v5/plumbing/transport"
 	"github.com/go-git/go-git/v5/storage/filesystem"
 	"github.com/go-git/go-git/v5/storage/memory"
 )
@@ -171,33 +172,39 @@ func (s *Source) fail(op string, err error) error {
 // fetch fails in a way a fresh clone would fix, it re-clones (see the package
 // documentation).
 func (s *Source) Fetch(ctx context.Context) (Revision, error) {
+	return runLocked(ctx, s, "fetch", s.fetchLocked)
+}
+
+// runLocked runs fn holding fetchSem, which serialises every write to the
+// store. As in Head, fn runs aside so ctx always releases the caller; the
+// semaphore is held until fn really ended.
+func runLocked[T any](ctx context.Context, s *Source, op string, fn func(context.Context) (T, error)) (T, error) {
+	var zero T
 	select {
 	case s.fetchSem <- struct{}{}:
 	case <-ctx.Done():
-		return Revision{}, s.fail("fetch", ctx.Err())
+		return zero, s.fail(op, ctx.Err())
 	}
 	type result struct {
-		rev Revision
+		v   T
 		err error
 	}
-	// As in Head, the transfer runs aside so ctx always releases the
-	// caller; the semaphore is held until the transfer really ended.
 	ch := make(chan result, 1)
 	go func() {
 		defer func() { <-s.fetchSem }()
-		rev, err := s.fetchLocked(ctx)
-		ch <- result{rev, err}
+		v, err := fn(ctx)
+		ch <- result{v, err}
 	}()
 	select {
 	case <-ctx.Done():
-		return Revision{}, s.fail("fetch", ctx.Err())
+		return zero, s.fail(op, ctx.Err())
 	case r := <-ch:
-		return r.rev, r.err
+		return r.v, r.err
 	}
 }
 
 func (s *Source) fetchLocked(ctx context.Context) (Revision, error) {
-	head, err := s.fetchInto(ctx, s.gen.w)
+	head, err := s.fetchInto(ctx, s.gen.w, s.branchTarget())
 	if err != nil {
 		kind := classifyFetchFailure(err)
 		if kind == failFlaky {
@@ -234,13 +241,26 @@ func (s *Source) fetchLocked(ctx context.Context) (Revision, error) {
 	return rev, nil
 }
 
-// fetchInto runs one depth-1 fetch of the tracked branch into st and returns
-// the commit the tracking ref points at afterwards.
-func (s *Source) fetchInto(ctx context.Context, st *filesystem.Storage) (plumbing.Hash, error) {
+// fetchTarget is what one fetch asks for: a remote ref, the local ref it
+// is stored as, and the error reported when the remote lacks it.
+type fetchTarget struct {
+	remote, local plumbing.ReferenceName
+	missing       error
+}
+
+func (s *Source) branchTarget() fetchTarget {
+	return fetchTarget{remote: s.branchRef, local: s.trackRef,
+		missing: &BranchNotFoundError{Branch: s.cfg.Branch}}
+}
+
+// fetchInto runs one depth-1 fetch of target into st and returns the commit
+// the local ref points at afterwards.
+func (s *Source) fetchInto(ctx context.Context, st *filesystem.Storage, target fetchTarget) (plumbing.Hash, error) {
+	spec := config.RefSpec(fmt.Sprintf("+%s:%s", target.remote, target.local))
 	rem := git.NewRemote(st, s.remoteConfig())
 	err := rem.FetchContext(ctx, &git.FetchOptions{
 		RemoteName:      remoteName,
-		RefSpecs:        []config.RefSpec{s.refspec},
+		RefSpecs:        []config.RefSpec{spec},
 		Depth:           1,
 		Auth:            s.remote.auth,
 		Tags:            git.NoTags,
@@ -248,12 +268,16 @@ func (s *Source) fetchInto(ctx context.Context, st *filesystem.Storage) (plumbin
 		CABundle:        s.remote.caBundle,
 		InsecureSkipTLS: s.remote.insecure,
 	})
-	if err != nil && !errors.Is(err, git.NoErrAlreadyUpToDate) {
+	switch {
+	case err == nil, errors.Is(err, git.NoErrAlreadyUpToDate):
+	case errors.Is(err, transport.ErrEmptyRemoteRepository), errors.Is(err, git.NoMatchingRefSpecError{}):
+		return plumbing.ZeroHash, target.missing
+	default:
 		return plumbing.ZeroHash, classify(s.cfg.Branch, err)
 	}
-	ref, err := st.Reference(s.trackRef)
+	ref, err := st.Reference(target.local)
 	if err != nil {
-		return plumbing.ZeroHash, fmt.Errorf("read %s: %w", s.trackRef, err)
+		return plumbing.ZeroHash, fmt.Errorf("read %s: %w", target.local, err)
 	}
 	return ref.Hash(), nil
 }
@@ -263,9 +287,15 @@ func (s *Source) fetchInto(ctx context.Context, st *filesystem.Storage) (plumbin
 func (s *Source) publish(rev *Revision) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.reindexLocked()
+	s.head = rev
+}
+
+// reindexLocked makes the store's new packs visible to readers; s.mu is
+// held.
+func (s *Source) reindexLocked() {
 	s.gen.r.Reindex()
 	warmIndex(s.gen.r)
-	s.head = rev
 }
 
 func commitRevision(st *filesystem.Storage, h plumbing.Hash) (Revision, error) {

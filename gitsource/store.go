@@ -173,6 +173,10 @@ func (s *Source) remember(h plumbing.Hash) {
 	}
 }
 
+func keepRefs(h plumbing.Hash) []plumbing.ReferenceName {
+	return []plumbing.ReferenceName{keepRef(h)}
+}
+
 func keepRef(h plumbing.Hash) plumbing.ReferenceName {
 	return plumbing.ReferenceName(keepPrefix + h.String())
 }
@@ -194,7 +198,8 @@ func (s *Source) maybeCompact() {
 		"bytes_after", s.baseSize, "revisions", len(s.keep))
 }
 
-// compact rewrites the store with only the kept revisions' objects.
+// compact rewrites the store with only the objects of the kept revisions and
+// of the fetched pull request heads.
 func (s *Source) compact() error {
 	head, err := s.gen.w.Reference(s.trackRef)
 	if err != nil {
@@ -204,7 +209,7 @@ func (s *Source) compact() error {
 	if err != nil {
 		return err
 	}
-	kept, err := s.copyRevisions(s.gen.w, ng, s.keep)
+	kept, err := s.copyRevisions(s.gen.w, ng, s.keep, keepRefs)
 	if err == nil && !slices.Contains(kept, head.Hash()) {
 		err = fmt.Errorf("head %s could not be copied", head.Hash())
 	}
@@ -212,6 +217,7 @@ func (s *Source) compact() error {
 		err = ng.w.SetReference(plumbing.NewHashReference(s.trackRef, head.Hash()))
 	}
 	if err == nil {
+		s.keepPulls(ng)
 		err = s.swap(ng)
 	}
 	if err != nil {
@@ -223,14 +229,14 @@ func (s *Source) compact() error {
 }
 
 // reclone fetches the branch afresh into a new store, carries the kept
-// revisions over where the old store can still supply them, and switches to
-// it. It returns the new head.
+// revisions and pull request heads over where the old store can still
+// supply them, and switches to it. It returns the new head.
 func (s *Source) reclone(ctx context.Context) (plumbing.Hash, error) {
 	ng, err := s.createGeneration()
 	if err != nil {
 		return plumbing.ZeroHash, err
 	}
-	head, err := s.fetchInto(ctx, ng.w)
+	head, err := s.fetchInto(ctx, ng.w, s.branchTarget())
 	if err == nil {
 		err = verifyComplete(ng.w, head)
 	}
@@ -238,12 +244,13 @@ func (s *Source) reclone(ctx context.Context) (plumbing.Hash, error) {
 		ng.remove()
 		return plumbing.ZeroHash, fmt.Errorf("fresh clone: %w", err)
 	}
-	kept, err := s.copyRevisions(s.gen.w, ng, s.keep)
+	kept, err := s.copyRevisions(s.gen.w, ng, s.keep, keepRefs)
 	if err != nil {
 		s.log.Warn("earlier revisions lost in re-clone; next diff is a full resync",
 			"repo", s.cfg.Name, "err", err)
 		kept = nil
 	}
+	s.keepPulls(ng)
 	if err := s.swap(ng); err != nil {
 		ng.remove()
 		return plumbing.ZeroHash, err
@@ -254,10 +261,11 @@ func (s *Source) reclone(ctx context.Context) (plumbing.Hash, error) {
 }
 
 // copyRevisions copies the objects of commits (commit, trees, blobs; no
-// history) from src into dst as one pack, pins them and marks them shallow.
-// Commits whose objects src cannot supply are skipped. It returns the
+// history) from src into dst as one pack, points the refs pins names at
+// them and marks them shallow. Commits whose objects src cannot supply are skipped. It returns the
 // commits now present in dst, in the order given.
-func (s *Source) copyRevisions(src storer.EncodedObjectStorer, dst *generation, commits []plumbing.Hash) ([]plumbing.Hash, error) {
+func (s *Source) copyRevisions(src storer.EncodedObjectStorer, dst *generation, commits []plumbing.Hash,
+	pins func(plumbing.Hash) []plumbing.ReferenceName) ([]plumbing.Hash, error) {
 	var (
 		kept []plumbing.Hash
 		objs []plumbing.Hash
@@ -291,8 +299,10 @@ func (s *Source) copyRevisions(src storer.EncodedObjectStorer, dst *generation, 
 		return nil, fmt.Errorf("read shallow: %w", err)
 	}
 	for _, c := range kept {
-		if err := dst.w.SetReference(plumbing.NewHashReference(keepRef(c), c)); err != nil {
-			return nil, fmt.Errorf("pin %s: %w", c, err)
+		for _, name := range pins(c) {
+			if err := dst.w.SetReference(plumbing.NewHashReference(name, c)); err != nil {
+				return nil, fmt.Errorf("pin %s as %s: %w", c, name, err)
+			}
 		}
 		if !slices.Contains(shallow, c) {
 			shallow = append(shallow, c)

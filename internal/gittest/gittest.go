@@ -112,6 +112,14 @@ func (r *Repo) Git(args ...string) string {
 // executable), commits, force-pushes to Branch and returns the SHA.
 func (r *Repo) Commit(msg string, files map[string]string) string {
 	r.t.Helper()
+	sha := r.commitFiles(msg, files)
+	r.Push()
+	return sha
+}
+
+// commitFiles is Commit without the push.
+func (r *Repo) commitFiles(msg string, files map[string]string) string {
+	r.t.Helper()
 	for name, content := range files {
 		p := filepath.Join(r.Work, filepath.FromSlash(name))
 		if content == "" {
@@ -136,7 +144,6 @@ func (r *Repo) Commit(msg string, files map[string]string) string {
 	}
 	r.Git("add", "-A")
 	r.Git("commit", "--quiet", "--allow-empty", "-m", msg)
-	r.Push()
 	return r.Git("rev-parse", "HEAD")
 }
 
@@ -181,6 +188,30 @@ func (r *Repo) Orphan(msg string, files map[string]string) string {
 	r.Git("rm", "-r", "--quiet", "--cached", "--ignore-unmatch", ".")
 	r.Git("clean", "-fdxq")
 	return r.Commit(msg, files)
+}
+
+// PullHead commits files on a branch pull-<n> (off the current Branch
+// head the first time, then on top of its previous commit), publishes it
+// in the served repository as refs/pull/<n>/head, as GitHub does, returns
+// to Branch and returns the commit's SHA. Branch is not changed.
+func (r *Repo) PullHead(n int, files map[string]string) string {
+	r.t.Helper()
+	branch := fmt.Sprintf("pull-%d", n)
+	if r.run(r.Work, "branch", "--list", branch) == "" {
+		r.Git("checkout", "--quiet", "-b", branch, Branch)
+	} else {
+		r.Git("checkout", "--quiet", branch)
+	}
+	sha := r.commitFiles("pull request "+strconv.Itoa(n), files)
+	r.run(r.Bare, "update-ref", fmt.Sprintf("refs/pull/%d/head", n), sha)
+	r.Git("checkout", "--quiet", Branch)
+	return sha
+}
+
+// DeletePullHead removes refs/pull/<n>/head from the served repository.
+func (r *Repo) DeletePullHead(n int) {
+	r.t.Helper()
+	r.run(r.Bare, "update-ref", "-d", fmt.Sprintf("refs/pull/%d/head", n))
 }
 
 // DeleteBranch removes Branch from the served repository.
