@@ -98,7 +98,7 @@ func (c *commands) run(ctx context.Context, pr int, e pullrequest.CommentEvent) 
 		c.d.log.Info("comment command ignored: the commenter cannot write", "repo", c.repo, "pr", pr, "login", e.Login, "reason", v.Reason)
 		return err
 	}
-	p, ok := c.pulls.known(pr)
+	p, _, ok := c.pulls.known(pr)
 	if !ok {
 		// Its opening was missed (before the webhook was set up, or while
 		// the daemon was down): GitHub says what it is.
@@ -108,16 +108,18 @@ func (c *commands) run(ctx context.Context, pr int, e pullrequest.CommentEvent) 
 		}
 		p = c.pulls.learn(got)
 	}
-	var production []serving.ModelStatus
-	if r := c.d.repoNamed(c.repo); r != nil {
-		production = r.Status().Models
-	}
-	models, err := c.pulls.changedModels(ctx, pr, production)
-	if err != nil {
-		return fmt.Errorf("models the pull request changes: %w", err)
+	cmd, _ := pullrequest.Triage(e)
+	models := map[string]string{}
+	if cmd.Verb != pullrequest.Help && cmd.Verb != pullrequest.Status {
+		var production []serving.ModelStatus
+		if r := c.d.repoNamed(c.repo); r != nil {
+			production = r.Status().Models
+		}
+		if models, err = c.pulls.changedModels(ctx, pr, production); err != nil {
+			return fmt.Errorf("models the pull request changes: %w", err)
+		}
 	}
 	var owners *pullrequest.Codeowners
-	cmd, _ := pullrequest.Triage(e)
 	if targets, _ := pullrequest.Targets(cmd, sortedNames(models)); len(targets) > 0 {
 		data, _, found, err := c.gh.CodeOwners(ctx, c.branch)
 		if err != nil {

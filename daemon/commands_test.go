@@ -64,17 +64,21 @@ func TestCommentCommands(t *testing.T) {
 	gh.SetPermission("acme/models", "writer", "write")
 	gh.SetPermission("acme/models", "reader", "read")
 	gh.SetFile("acme/models", gittest.Branch, ".github/CODEOWNERS", "/iris/ @writer\n")
-	for _, pr := range []int{7, 8, 9} {
-		gh.AddPull("acme/models", githubtest.Pull{Number: pr, Title: "tune iris", Author: "writer", HeadRef: "tune", HeadSHA: strings.Repeat("a", 40)})
-	}
-
 	repo := gittest.NewRepo(t)
 	repo.CommitDir("add iris", filepath.Join("..", "examples", "iris-sklearn"), "iris")
+	heads := map[int]string{}
+	for _, pr := range []int{7, 9} { // pull requests that change iris
+		heads[pr] = repo.PullHead(pr, map[string]string{"iris/merlin.yaml": irisEnv(t, fmt.Sprint("pr", pr))})
+		gh.AddPull("acme/models", githubtest.Pull{Number: pr, Title: "tune iris", Author: "writer", HeadRef: "tune", HeadSHA: heads[pr]})
+	}
+	gh.AddPull("acme/models", githubtest.Pull{Number: 8, Title: "docs", Author: "writer", HeadRef: "docs", HeadSHA: strings.Repeat("a", 40)})
+	// commentInterval 1h: after the first, the sticky comments are not
+	// edited during the test, so the writes counted are the commands'.
 	d := startDaemon(t, "commands", fmt.Sprintf(`repositories:
   - name: models
     url: %q
     interval: 1s
-    github: {repo: acme/models, tokenEnv: MERLIN_TEST_GITHUB_TOKEN, apiURL: %q, webhookSecretEnv: MERLIN_TEST_WEBHOOK_SECRET}
+    github: {repo: acme/models, tokenEnv: MERLIN_TEST_GITHUB_TOKEN, apiURL: %q, webhookSecretEnv: MERLIN_TEST_WEBHOOK_SECRET, commentInterval: 1h}
 local: {listen: "127.0.0.1:0", stateDir: %q, python: %q}
 server: {listen: "127.0.0.1:0"}
 `, repo.Bare, gh.URL, t.TempDir(), py))
@@ -82,6 +86,27 @@ server: {listen: "127.0.0.1:0"}
 		ms := d.model(t, "iris-sklearn")
 		return len(ms.Versions) == 1 && ms.Versions[0].Weight == 100 && ms.Versions[0].Ready()
 	})
+	// Pull requests 7 and 9 are opened, previewed and reported first.
+	for _, pr := range []int{7, 9} {
+		code, resp := sendHook(t, d.api, webhooktest.Delivery{Event: "pull_request", Body: prPayload(t, "opened", pr, heads[pr], "acme/models", false)})
+		if code != http.StatusAccepted && code != http.StatusOK {
+			t.Fatalf("pull_request delivery: %d %s", code, resp)
+		}
+	}
+	for _, pr := range []int{7, 9} {
+		poll.Until(t, 2*time.Minute, fmt.Sprintf("#%d previewed and reported", pr), func() bool {
+			return gh.LatestStatuses("acme/models", heads[pr])["merlin/iris-sklearn"].State == "success"
+		})
+	}
+	replies := func(pr int) []githubtest.Comment {
+		var out []githubtest.Comment
+		for _, c := range gh.Comments("acme/models", pr) {
+			if !strings.Contains(c.Body, pullrequest.Marker(pr)) {
+				out = append(out, c)
+			}
+		}
+		return out
+	}
 	send := func(body []byte) {
 		t.Helper()
 		code, resp := sendHook(t, d.api, webhooktest.Delivery{Event: "issue_comment", Body: body})
@@ -101,11 +126,11 @@ server: {listen: "127.0.0.1:0"}
 	// A writer pauses the model.
 	gh.ResetCalls()
 	send(commentPayload(t, "created", 7, "writer", "User", "/merlin pause iris-sklearn"))
-	poll.Until(t, 30*time.Second, "a reply on #7", func() bool { return len(gh.Comments("acme/models", 7)) > 0 })
+	poll.Until(t, 30*time.Second, "a reply on #7", func() bool { return len(replies(7)) > 0 })
 	if !d.model(t, "iris-sklearn").Paused {
 		t.Errorf("after the writer's /merlin pause the model is not paused in the API")
 	}
-	cs := gh.Comments("acme/models", 7)
+	cs := replies(7)
 	if len(cs) != 1 || !strings.Contains(cs[0].Body, "@writer") || !strings.Contains(cs[0].Body, "iris-sklearn: pause done") {
 		t.Errorf("replies on #7 = %+v, want one naming @writer and the pause", cs)
 	}
@@ -132,11 +157,11 @@ server: {listen: "127.0.0.1:0"}
 	send(commentPayload(t, "created", 7, "merlin-ci[bot]", "Bot", "/merlin resume iris-sklearn"))
 	send(commentPayload(t, "edited", 7, "writer", "User", "/merlin resume iris-sklearn"))
 	send(commentPayload(t, "created", 8, "writer", "User", "/merlin help"))
-	poll.Until(t, 30*time.Second, "a reply on #8", func() bool { return len(gh.Comments("acme/models", 8)) > 0 })
-	if cs := gh.Comments("acme/models", 8); len(cs) != 1 || !strings.Contains(cs[0].Body, "@writer") || !strings.Contains(cs[0].Body, pullrequest.HelpText) {
+	poll.Until(t, 30*time.Second, "a reply on #8", func() bool { return len(replies(8)) > 0 })
+	if cs := replies(8); len(cs) != 1 || !strings.Contains(cs[0].Body, "@writer") || !strings.Contains(cs[0].Body, pullrequest.HelpText) {
 		t.Errorf("replies on #8 = %+v, want one with the help text", cs)
 	}
-	if n := len(gh.Comments("acme/models", 7)); n != 1 {
+	if n := len(replies(7)); n != 1 {
 		t.Errorf("#7 has %d comments after a bot's command and an edit, want 1", n)
 	}
 	if w := writes(gh.Calls()); w != 1 {
@@ -150,8 +175,8 @@ server: {listen: "127.0.0.1:0"}
 	// Two commands on one pull request run and are answered in order.
 	send(commentPayload(t, "created", 9, "writer", "User", "/merlin resume iris-sklearn"))
 	send(commentPayload(t, "created", 9, "writer", "User", "/merlin pause iris-sklearn"))
-	poll.Until(t, 30*time.Second, "two replies on #9", func() bool { return len(gh.Comments("acme/models", 9)) >= 2 })
-	cs = gh.Comments("acme/models", 9)
+	poll.Until(t, 30*time.Second, "two replies on #9", func() bool { return len(replies(9)) >= 2 })
+	cs = replies(9)
 	if len(cs) != 2 || !strings.Contains(cs[0].Body, "iris-sklearn: resume done") || !strings.Contains(cs[1].Body, "iris-sklearn: pause done") {
 		t.Errorf("replies on #9 = %+v, want the resume's then the pause's", cs)
 	}
