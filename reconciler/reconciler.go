@@ -307,7 +307,7 @@ func (r *Reconciler) declare(ctx context.Context, tree fs.FS, m *manifest.Model,
 	touched := full || ms.Desired == "" || ms.Dir != dir || ms.Settings != settings || touches(changed, dir) ||
 		ms.Resync || (ms.BuildPending && ms.building == 0)
 	ms.Resync = false
-	ms.Rollout, ms.Held = m.Spec.Rollout, false
+	ms.Rollout, ms.Preview, ms.Held = m.Spec.Rollout, m.Spec.Preview, false
 	if !touched {
 		if v, ok := ms.Versions[ms.Desired]; ok {
 			ms.Versions[ms.Desired] = r.version(m, v.Digest, v.Bundle, ms.SHA) // labels may change without a build
@@ -433,6 +433,14 @@ func (c *Claims) Claim(name, repo string) string {
 	}
 	c.owners[name] = repo
 	return repo
+}
+
+// Owner returns the repository that serves name ("" when none does),
+// without claiming it.
+func (c *Claims) Owner(name string) string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.owners[name]
 }
 
 // Release gives up repo's claim on name.
