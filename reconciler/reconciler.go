@@ -30,6 +30,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -100,8 +101,13 @@ type Reconciler struct {
 
 	commands chan commandReq
 	previews chan previewReq
-	state    *repoState
-	store    StateStore
+	// previewSeq issues the order of pull requests' preview replacements
+	// and removals; prSeq, on the loop, is the latest applied of each pull
+	// request, so that an older one arriving late is dropped.
+	previewSeq atomic.Uint64
+	prSeq      map[int]uint64
+	state      *repoState
+	store      StateStore
 	// builds delivers finished builds to the loop; buildSlots bounds them.
 	builds     chan buildResult
 	buildSlots chan struct{}
