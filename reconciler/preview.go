@@ -2,6 +2,7 @@ package reconciler
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"slices"
@@ -23,8 +24,22 @@ type previewReq struct {
 	model    string
 	pr       int
 	previews []Preview // nil removes the pull request's previews
-	reply    chan error
+	// replace, set by PreviewRevision, carries the pull request's built
+	// versions: the loop decides which are previewed, replaces the pull
+	// request's previews with them and writes what became of each to
+	// results before replying.
+	replace []previewCandidate
+	results *[]PreviewResult
+	// seq orders a pull request's replacements and removals (0: unordered,
+	// SetPreview): one older than the latest applied is dropped.
+	seq   uint64
+	reply chan error
 }
+
+// ErrSuperseded is returned by PreviewRevision when a later
+// PreviewRevision or RemovePreviews of the same pull request was applied
+// first: its previews stand, this one's are dropped.
+var ErrSuperseded = errors.New("superseded by a later preview of the pull request")
 
 // SetPreview shows v as pull request pr's preview of its model, mirrored
 // at percent; a later call for the same pull request replaces it. It is
@@ -39,7 +54,7 @@ func (r *Reconciler) SetPreview(ctx context.Context, pr int, v serving.Version, 
 // RemovePreviews removes pull request pr's previews of every model (the
 // pull request closed).
 func (r *Reconciler) RemovePreviews(ctx context.Context, pr int) error {
-	return r.sendPreview(ctx, previewReq{pr: pr})
+	return r.sendPreview(ctx, previewReq{pr: pr, seq: r.previewSeq.Add(1)})
 }
 
 func (r *Reconciler) sendPreview(ctx context.Context, req previewReq) error {
@@ -57,8 +72,25 @@ func (r *Reconciler) sendPreview(ctx context.Context, req previewReq) error {
 	}
 }
 
-// preview takes a preview request on the loop.
+// preview takes a preview request on the loop. The status is published
+// before the reply, so that Status and PRModels show what the caller did.
 func (r *Reconciler) preview(ctx context.Context, req previewReq) error {
+	defer r.publish()
+	if req.seq != 0 {
+		if req.seq < r.prSeq[req.pr] {
+			return fmt.Errorf("pull request #%d: %w", req.pr, ErrSuperseded)
+		}
+		if r.prSeq == nil {
+			r.prSeq = map[int]uint64{}
+		}
+		r.prSeq[req.pr] = req.seq
+	}
+	if req.results != nil {
+		set, results := decidePreviews(req.pr, req.replace, r.state.Models, r.cfg.Repo, r.claims.Owner)
+		r.replacePreviews(ctx, req.pr, set)
+		*req.results = results
+		return nil
+	}
 	if req.previews == nil {
 		for _, ms := range r.state.Models {
 			if _, ok := ms.Previews[req.pr]; ok {

@@ -30,6 +30,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -100,8 +101,13 @@ type Reconciler struct {
 
 	commands chan commandReq
 	previews chan previewReq
-	state    *repoState
-	store    StateStore
+	// previewSeq issues the order of pull requests' preview replacements
+	// and removals; prSeq, on the loop, is the latest applied of each pull
+	// request, so that an older one arriving late is dropped.
+	previewSeq atomic.Uint64
+	prSeq      map[int]uint64
+	state      *repoState
+	store      StateStore
 	// builds delivers finished builds to the loop; buildSlots bounds them.
 	builds     chan buildResult
 	buildSlots chan struct{}
@@ -307,7 +313,7 @@ func (r *Reconciler) declare(ctx context.Context, tree fs.FS, m *manifest.Model,
 	touched := full || ms.Desired == "" || ms.Dir != dir || ms.Settings != settings || touches(changed, dir) ||
 		ms.Resync || (ms.BuildPending && ms.building == 0)
 	ms.Resync = false
-	ms.Rollout, ms.Held = m.Spec.Rollout, false
+	ms.Rollout, ms.Preview, ms.Held = m.Spec.Rollout, m.Spec.Preview, false
 	if !touched {
 		if v, ok := ms.Versions[ms.Desired]; ok {
 			ms.Versions[ms.Desired] = r.version(m, v.Digest, v.Bundle, ms.SHA) // labels may change without a build
@@ -433,6 +439,14 @@ func (c *Claims) Claim(name, repo string) string {
 	}
 	c.owners[name] = repo
 	return repo
+}
+
+// Owner returns the repository that serves name ("" when none does),
+// without claiming it.
+func (c *Claims) Owner(name string) string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.owners[name]
 }
 
 // Release gives up repo's claim on name.

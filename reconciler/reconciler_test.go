@@ -44,9 +44,25 @@ func newRepo() *repo {
 func (r *repo) commit(changes map[string]string) gitsource.Event {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	sha, changed := r.add(changes)
+	ev := gitsource.Event{Revision: gitsource.Revision{SHA: sha}, Previous: r.head, Changed: changed, Full: r.head == ""}
+	r.head = sha
+	return ev
+}
+
+// branch commits changes on top of the head without moving it, as a pull
+// request's head, and returns its SHA.
+func (r *repo) branch(changes map[string]string) string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	sha, _ := r.add(changes)
+	return sha
+}
+
+// add stores the head's tree with changes applied as a new commit.
+func (r *repo) add(changes map[string]string) (sha string, changed []string) {
 	tree := fstest.MapFS{}
 	maps.Copy(tree, r.trees[r.head])
-	var changed []string
 	for p, content := range changes {
 		changed = append(changed, p)
 		switch target, link := strings.CutPrefix(content, "-> "); {
@@ -59,11 +75,10 @@ func (r *repo) commit(changes map[string]string) gitsource.Event {
 		}
 	}
 	r.n++
-	sha := fmt.Sprintf("%040x", r.n)
-	ev := gitsource.Event{Revision: gitsource.Revision{SHA: sha}, Previous: r.head, Changed: changed, Full: r.head == ""}
-	r.trees[sha], r.head = tree, sha
+	sha = fmt.Sprintf("%040x", r.n)
+	r.trees[sha] = tree
 	r.unreadable[sha] = r.breakNew
-	return ev
+	return sha, changed
 }
 
 func (r *repo) Tree(sha string) (fs.FS, error) {

@@ -50,7 +50,11 @@ type modelState struct {
 	// pull request number.
 	Previews map[int]Preview  `json:"previews,omitempty"`
 	Rollout  manifest.Rollout `json:"rollout"`
-	State    rollout.State    `json:"state"`
+	// Preview is production's preview policy for the model, from the last
+	// good manifest of the branch: a pull request never sets its own.
+	// Read it with previewPolicy (state saved before it existed has none).
+	Preview manifest.Preview `json:"preview"`
+	State   rollout.State    `json:"state"`
 	// Error is the last problem with the model: a manifest error
 	// (path:line:col), a build failure, a target failure; Reason says which.
 	Error  string         `json:"error,omitempty"`
@@ -79,6 +83,16 @@ type modelState struct {
 	building int
 	// conds are the model's conditions as last published.
 	conds []serving.Condition
+}
+
+// previewPolicy is production's preview policy for the model. A zero
+// policy (a state saved before policies were kept; a valid manifest's
+// mirrorPercent is at least 1) means the defaults.
+func (m *modelState) previewPolicy() manifest.Preview {
+	if m.Preview.MirrorPercent == 0 {
+		return manifest.Preview{Enabled: true, MirrorPercent: manifest.DefaultMirrorPercent}
+	}
+	return m.Preview
 }
 
 // setError records a problem with the model and the part that failed.
