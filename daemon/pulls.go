@@ -80,6 +80,9 @@ type prRecord struct {
 	failing int // consecutive GitHub failures, for backoff
 }
 
+// refreshEvery is how often an active pull request's state is looked at.
+const refreshEvery = time.Second
+
 // maxHistory bounds the samples kept per model for the comment's trend.
 const maxHistory = 48
 
@@ -321,8 +324,9 @@ func (p *pulls) sync(ctx context.Context, n int) (again time.Time, done bool) {
 		again = at
 	}
 	if active := r.Previewed != "" || pr.Merged; active {
-		// Figures move: look again when the next edit may go out.
-		if next := now.Add(p.interval); again.IsZero() || next.Before(again) {
+		// Stages and figures move: look again soon (locally; GitHub is
+		// written only when a status changes or an edit is due).
+		if next := now.Add(min(p.interval, refreshEvery)); again.IsZero() || next.Before(again) {
 			again = next
 		}
 	}
@@ -383,8 +387,11 @@ func (p *pulls) preview(ctx context.Context, repo *repo, rec *reconciler.Reconci
 	}
 	start := time.Now()
 	results, err := rec.PreviewRevision(ctx, n, sha)
-	if ctx.Err() != nil {
+	switch {
+	case ctx.Err() != nil:
 		return time.Time{}, false
+	case errors.Is(err, reconciler.ErrSuperseded):
+		return p.now().Add(time.Second), false // a later change of the pull request's previews won: look again
 	}
 	p.mu.Lock()
 	if err != nil {

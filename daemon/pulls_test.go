@@ -18,8 +18,8 @@ import (
 	"merlin.dev/merlin/serving"
 )
 
-// prPayload is the corpus's pull_request event of action (opened,
-// synchronize or closed), moved onto pull request n of acme/models into
+// prPayload is the corpus's opened pull_request event turned into action
+// (opened, synchronize or closed), moved onto pull request n of acme/models into
 // gittest.Branch, with its head at sha in headRepo (acme/models, or a
 // fork's).
 func prPayload(t *testing.T, action string, n int, sha, headRepo string, merged bool) []byte {
@@ -29,10 +29,19 @@ func prPayload(t *testing.T, action string, n int, sha, headRepo string, merged 
 		"pull_request.number": n, "pull_request.head.sha": sha, "pull_request.head.repo.full_name": headRepo,
 		"pull_request.base.repo.full_name": "acme/models", "pull_request.base.ref": gittest.Branch,
 	}
-	if action == "closed" {
-		fields["pull_request.merged"] = merged
+	switch action {
+	case "closed":
+		fields["pull_request.merged"], fields["pull_request.state"], fields["pull_request.closed_at"] = merged, "closed", "2026-12-02T12:00:00Z"
+		if merged {
+			fields["pull_request.merged_at"] = "2026-12-02T12:00:00Z"
+		}
+	case "synchronize":
+		// The corpus's synchronize sample predates has_discussions, which
+		// the schema now requires: the opened one, moved on, is current.
+		fields["before"], fields["after"] = strings.Repeat("0", 40), sha
+		fields["pull_request.base.repo.has_discussions"], fields["pull_request.head.repo.has_discussions"] = false, false
 	}
-	return webhooktest.Edit(t, webhooktest.Payload(t, "octokit/pull_request/"+action+".payload.json"), fields)
+	return webhooktest.Edit(t, webhooktest.Payload(t, "octokit/pull_request/opened.payload.json"), fields)
 }
 
 // irisEnv is the iris example's manifest with one environment variable,
