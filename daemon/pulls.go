@@ -78,6 +78,11 @@ type prRecord struct {
 	history map[string][]pullrequest.Sample
 	edits   pullrequest.Edits
 	failing int // consecutive GitHub failures, for backoff
+	// changed is when an event last changed the pull request (a push, an
+	// approval, a closing): reports wait up to commentInterval after it
+	// for the previews to settle, so that one event costs one edit and one
+	// status, not one per stage a preview passes through.
+	changed time.Time
 }
 
 // refreshEvery is how often an active pull request's state is looked at.
@@ -163,6 +168,7 @@ func (p *pulls) event(ev webhooks.PullRequest) {
 	default:
 		r.PR.Closed, r.PR.Merged, r.Done = false, false, false
 	}
+	r.changed = p.now()
 	p.log.Info("pull request event", "pr", ev.Number, "action", ev.Action, "head", shortSHA(r.PR.HeadSHA), "fork", fork, "delivery", ev.Delivery)
 	p.wakeLocked(ev.Number)
 }
@@ -172,7 +178,7 @@ func (p *pulls) approve(n int, sha string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if r := p.records[n]; r != nil && !r.PR.Closed {
-		r.PR.ApprovedSHA = sha
+		r.PR.ApprovedSHA, r.changed = sha, p.now()
 		p.wakeLocked(n)
 	}
 }
@@ -273,7 +279,7 @@ func (p *pulls) work(ctx context.Context, n int, kick chan struct{}) {
 func (p *pulls) sync(ctx context.Context, n int) (again time.Time, done bool) {
 	p.mu.Lock()
 	r := p.records[n]
-	pr := r.PR
+	pr, changed := r.PR, r.changed
 	head := pr.HeadSHA
 	p.mu.Unlock()
 	repo := p.d.repoNamed(p.repo)
@@ -294,6 +300,9 @@ func (p *pulls) sync(ctx context.Context, n int) (again time.Time, done bool) {
 		pr.StatusURL = p.statusURL
 	}
 	reports := p.reports(r, pr, rec.Status(), now)
+	if settle := changed.Add(p.interval); now.Before(settle) && unsettled(pr, r, reports) {
+		return minTime(settle, now.Add(refreshEvery)), false
+	}
 	body := pullrequest.Render(pullrequest.Comment{PR: pr, Models: reports}, 0)
 	r.edits = r.edits.Offer(body)
 	var next []pullrequest.CommitStatus
@@ -618,6 +627,28 @@ func (p *pulls) changedModels(ctx context.Context, n int, production []serving.M
 		}
 	}
 	return out, nil
+}
+
+// unsettled reports whether a pull request's previews are still on their
+// way (building, starting).
+func unsettled(pr pullrequest.PR, r *prRecord, reports []pullrequest.Report) bool {
+	if r.Previewed == "" && !pr.Closed && !pr.Merged && !pr.ForkWaiting() {
+		return true // its head is not previewed yet (a fetch being retried)
+	}
+	for _, rep := range reports {
+		switch pullrequest.StageOf(pr, rep) {
+		case pullrequest.StageBuilding, pullrequest.StageStarting:
+			return true
+		}
+	}
+	return false
+}
+
+func minTime(a, b time.Time) time.Time {
+	if a.Before(b) {
+		return a
+	}
+	return b
 }
 
 // mergedOver reports whether a merged pull request's models finished

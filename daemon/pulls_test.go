@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -271,4 +272,91 @@ func TestForkPullRequest(t *testing.T) {
 	sha2 := f.repo.PullHead(12, map[string]string{"iris/merlin.yaml": irisEnv(t, "fork2")})
 	f.send("pull_request", prPayload(t, "synchronize", 12, sha2, "mallory/models", false))
 	poll.Until(t, time.Minute, "the unapproved head is not previewed", func() bool { _, ok := f.preview(12); return !ok })
+}
+
+// TestPullRequestBudgetFaultsMerge: a push to a previewed pull request
+// costs at most 3 API calls and 2 writes; under rate-limit and 502 faults
+// no event is lost (the comment converges once they clear); a merged pull
+// request's comment follows the production rollout to its end; and no
+// secret appears in anything the daemon wrote.
+func TestPullRequestBudgetFaultsMerge(t *testing.T) {
+	f := newPRFixture(t)
+	sha := f.open(31, "acme/models", map[string]string{"iris/merlin.yaml": irisEnv(t, "v1")})
+	f.send("pull_request", prPayload(t, "opened", 31, sha, "acme/models", false))
+	reported := func(sha string) func() bool {
+		return func() bool {
+			cs := f.sticky(31)
+			return len(cs) == 1 && strings.Contains(cs[0].Body, sha[:7]) &&
+				f.gh.LatestStatuses("acme/models", sha)["merlin/iris-sklearn"].State == "success"
+		}
+	}
+	poll.Until(t, 2*time.Minute, "#31 previewed and reported", reported(sha))
+
+	// Steady state: a push is one edit and one status.
+	sha2 := f.repo.PullHead(31, map[string]string{"iris/merlin.yaml": irisEnv(t, "v2")})
+	time.Sleep(1100 * time.Millisecond) // past commentInterval since the last edit
+	f.gh.ResetCalls()
+	f.send("pull_request", prPayload(t, "synchronize", 31, sha2, "acme/models", false))
+	poll.Until(t, 2*time.Minute, "the new head previewed and reported", reported(sha2))
+	time.Sleep(2 * time.Second) // anything more would have gone out by now
+	calls := f.gh.Calls()
+	t.Logf("pull request figures: a push to a previewed pull request: %d API calls, %d writes", len(calls), writes(calls))
+	if len(calls) > 3 || writes(calls) > 2 {
+		t.Errorf("a push: %d calls, %d writes; want ≤ 3 and ≤ 2: %+v", len(calls), writes(calls), calls)
+	}
+	if v, ok := f.preview(31); !ok || !strings.Contains(f.sticky(31)[0].Body, v.Version) {
+		t.Errorf("the comment does not name the new head's preview %+v", v)
+	}
+
+	// Faults: rate limited, then bad gateways; the next head still lands.
+	sha3 := f.repo.PullHead(31, map[string]string{"iris/merlin.yaml": irisEnv(t, "v3")})
+	f.gh.Fail(1, githubtest.RateLimited(f.gh.Now().Add(2*time.Second)))
+	f.gh.Fail(4, githubtest.BadGateway())
+	f.send("pull_request", prPayload(t, "synchronize", 31, sha3, "acme/models", false))
+	poll.Until(t, 2*time.Minute, "the comment converges after the faults", reported(sha3))
+	if n := len(f.sticky(31)); n != 1 {
+		t.Errorf("%d sticky comments after faults, want 1", n)
+	}
+
+	// Merge: production rolls the pull request's version out, and the
+	// comment follows it to the end.
+	f.repo.Git("merge", "--quiet", "--ff-only", "pull-31")
+	f.repo.Push()
+	f.send("pull_request", prPayload(t, "closed", 31, sha3, "acme/models", true))
+	poll.Until(t, 2*time.Minute, "the merged comment says the rollout is over", func() bool {
+		cs := f.sticky(31)
+		return len(cs) == 1 && strings.Contains(cs[0].Body, "Merged: the production rollout is over")
+	})
+	if st := f.gh.LatestStatuses("acme/models", sha3)["merlin/iris-sklearn"]; st.State != "success" || !strings.HasPrefix(st.Description, "rolled out") {
+		t.Errorf("merlin/iris-sklearn after the merge = %+v, want success, rolled out", st)
+	}
+	if _, ok := f.preview(31); ok {
+		t.Error("the merged pull request's preview is still mirrored")
+	}
+
+	// No secret in anything the daemon wrote: logs, API, comments, statuses.
+	var written strings.Builder
+	written.WriteString(f.d.logs.String())
+	for _, path := range []string{"/api/v1/models", "/api/v1/repos", "/metrics", "/"} {
+		resp, err := http.Get(f.d.api + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		written.Write(b)
+	}
+	for _, c := range f.gh.Comments("acme/models", 31) {
+		written.WriteString(c.Body)
+	}
+	for _, sha := range []string{sha, sha2, sha3} {
+		for _, st := range f.gh.Statuses("acme/models", sha) {
+			written.WriteString(st.Description + st.TargetURL)
+		}
+	}
+	for _, secret := range []string{"ghp_merlin_test_token", hookSecret} {
+		if strings.Contains(written.String(), secret) {
+			t.Errorf("a secret (%.6s…) appears in what the daemon wrote", secret)
+		}
+	}
 }
