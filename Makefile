@@ -48,6 +48,8 @@ bench: ## print the performance figures (about 10 minutes; uses real model serve
 	@echo "== webhooks: acknowledgement under bursts; push webhook → fetch started"
 	$(GO) test ./webhooks -run '^$$' -bench BenchmarkAck -benchtime 20x | grep -E '^Benchmark|acknowledgement over'
 	$(GO) test ./daemon -run '^TestPushWebhook$$' -count=1 -v | grep -E 'push webhook figures|^(ok|FAIL|---)'
+	@echo "== pull requests: event → preview serving and comment posted; API budget"
+	$(GO) test ./daemon -run '^(TestPullRequestPreview|TestPullRequestBudgetFaultsMerge)$$' -count=1 -v -timeout 10m | grep -E 'pull request figures|^(ok|FAIL|---)'
 	@echo "== commit → serving"
 	$(GO) test ./e2e -run '^$$' -bench BenchmarkCommitToServing -benchtime 1x -timeout 15m
 	@echo "== rollbacks"

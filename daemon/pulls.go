@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"maps"
 	"os"
 	"path"
 	"path/filepath"
@@ -681,11 +680,4 @@ func (d *Daemon) repoNamed(name string) *repo {
 		}
 	}
 	return nil
-}
-
-// sortedRecords lists the known pull requests, for tests and logs.
-func (p *pulls) sortedRecords() []int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return slices.Sorted(maps.Keys(p.records))
 }

@@ -1,11 +1,16 @@
 package daemon
 
 import (
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/pem"
 	"fmt"
 	"io"
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -63,7 +68,10 @@ func irisEnv(t *testing.T, value string) string {
 // prFixture is a daemon serving the iris example from a real git
 // repository, with a github block pointed at the fake GitHub.
 type prFixture struct {
-	t        *testing.T
+	t *testing.T
+	// auth is the github block's credentials: a token unless a test sets
+	// an app.
+	auth     string
 	gh       *githubtest.Server
 	repo     *gittest.Repo
 	d        *running
@@ -73,7 +81,13 @@ type prFixture struct {
 
 func newPRFixture(t *testing.T) *prFixture {
 	t.Helper()
-	f := &prFixture{t: t, py: requirePython(t), stateDir: t.TempDir()}
+	return newPRFixtureAuth(t, "tokenEnv: MERLIN_TEST_GITHUB_TOKEN")
+}
+
+// newPRFixtureAuth is newPRFixture with the github block's credentials.
+func newPRFixtureAuth(t *testing.T, auth string) *prFixture {
+	t.Helper()
+	f := &prFixture{t: t, py: requirePython(t), stateDir: t.TempDir(), auth: auth}
 	t.Setenv("MERLIN_TEST_WEBHOOK_SECRET", hookSecret)
 	t.Setenv("MERLIN_TEST_GITHUB_TOKEN", "ghp_merlin_test_token")
 	f.gh = githubtest.New(t)
@@ -95,10 +109,10 @@ func (f *prFixture) start() {
   - name: models
     url: %q
     interval: 1s
-    github: {repo: acme/models, tokenEnv: MERLIN_TEST_GITHUB_TOKEN, apiURL: %q, webhookSecretEnv: MERLIN_TEST_WEBHOOK_SECRET, commentInterval: 1s}
+    github: {repo: acme/models, %s, apiURL: %q, webhookSecretEnv: MERLIN_TEST_WEBHOOK_SECRET, commentInterval: 1s}
 local: {listen: "127.0.0.1:0", stateDir: %q, python: %q}
 server: {listen: "127.0.0.1:0"}
-`, f.repo.Bare, f.gh.URL, f.stateDir, f.py))
+`, f.repo.Bare, f.auth, f.gh.URL, f.stateDir, f.py))
 }
 
 // open pushes a head for pull request n and registers the pull request
@@ -162,6 +176,26 @@ func (f *prFixture) predict(times int) {
 // the preview.
 func TestPullRequestPreview(t *testing.T) {
 	f := newPRFixture(t)
+
+	// Figures: five pull requests opened one after another, each from its
+	// event to its preview serving and its comment posted.
+	var took []time.Duration
+	for n := 21; n <= 25; n++ {
+		sha := f.open(n, "acme/models", map[string]string{"iris/merlin.yaml": irisEnv(t, fmt.Sprint("pr", n))})
+		start := time.Now()
+		f.send("pull_request", prPayload(t, "opened", n, sha, "acme/models", false))
+		poll.Until(t, 2*time.Minute, fmt.Sprintf("#%d previewed and its comment posted", n), func() bool {
+			v, ok := f.preview(n)
+			return ok && v.Ready() && len(f.sticky(n)) == 1
+		})
+		took = append(took, time.Since(start))
+		f.send("pull_request", prPayload(t, "closed", n, sha, "acme/models", false))
+		poll.Until(t, time.Minute, fmt.Sprintf("#%d's preview removed", n), func() bool { _, ok := f.preview(n); return !ok })
+	}
+	slices.Sort(took)
+	t.Logf("pull request figures: PR opened → preview serving and comment posted (local target, iris, %d pull requests): p50 %v, max %v",
+		len(took), took[len(took)/2].Round(time.Millisecond), took[len(took)-1].Round(time.Millisecond))
+
 	start := time.Now()
 	sha := f.open(11, "acme/models", map[string]string{"iris/merlin.yaml": irisEnv(t, "pr11")})
 	f.send("pull_request", prPayload(t, "opened", 11, sha, "acme/models", false))
@@ -178,7 +212,7 @@ func TestPullRequestPreview(t *testing.T) {
 		cs := f.sticky(11)
 		return len(cs) == 1 && strings.Contains(cs[0].Body, "100.0% of 20 compared")
 	})
-	t.Logf("new data → comment shows it: %v (commentInterval 1s)", time.Since(newData).Round(time.Millisecond))
+	t.Logf("pull request figures: 20 predictions → the comment shows their agreement: %v (commentInterval 1s; bound: interval + 2s)", time.Since(newData).Round(time.Millisecond))
 	if st := f.gh.LatestStatuses("acme/models", sha)["merlin/iris-sklearn"]; st.State != "success" || !strings.HasPrefix(st.Description, "previewing") {
 		t.Errorf("merlin/iris-sklearn on %s = %+v, want success, previewing", sha[:8], st)
 	}
@@ -205,7 +239,7 @@ func TestPullRequestPreview(t *testing.T) {
 	if calls := f.gh.CallsTo(http.MethodPost, "/repos/{owner}/{repo}/issues/{issue_number}/comments"); len(calls) != 0 {
 		t.Errorf("50 events created %d comments", len(calls))
 	}
-	t.Logf("50 concurrent events: %d API calls, %d writes", len(f.gh.Calls()), writes(f.gh.Calls()))
+	t.Logf("pull request figures: 50 concurrent events on one pull request: %d sticky comment, %d API calls, %d writes", len(f.sticky(11)), len(f.gh.Calls()), writes(f.gh.Calls()))
 
 	// Closing removes the preview and says so.
 	f.send("pull_request", prPayload(t, "closed", 11, sha, "acme/models", false))
@@ -222,9 +256,18 @@ func TestPullRequestPreview(t *testing.T) {
 // TestForkPullRequest: a fork's head is not deployed until a writer's
 // `/merlin preview`, which deploys the head of that moment; a reader's
 // does nothing and writes nothing. A restart in the middle keeps the one
-// comment.
+// comment. Merlin calls GitHub as an App installation here.
 func TestForkPullRequest(t *testing.T) {
-	f := newPRFixture(t)
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pemFile := filepath.Join(t.TempDir(), "app.pem")
+	if err := os.WriteFile(pemFile, pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(key)}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f := newPRFixtureAuth(t, fmt.Sprintf("app: {id: 42, installationID: 678, privateKeyFile: %q}", pemFile))
+	f.gh.AddApp(42, &key.PublicKey, time.Hour)
 	sha := f.open(12, "mallory/models", map[string]string{"iris/merlin.yaml": irisEnv(t, "fork")})
 	f.send("pull_request", prPayload(t, "opened", 12, sha, "mallory/models", false))
 	poll.Until(t, 30*time.Second, "the comment names /merlin preview", func() bool {

@@ -162,7 +162,7 @@ func (d *decoder) decodeSlice(n *yaml.Node, v reflect.Value, path string) {
 
 func (d *decoder) decodeScalar(n *yaml.Node, v reflect.Value, path string) {
 	want := map[reflect.Kind]string{
-		reflect.String: "!!str", reflect.Int: "!!int", reflect.Bool: "!!bool", reflect.Float64: "!!float",
+		reflect.String: "!!str", reflect.Int: "!!int", reflect.Int64: "!!int", reflect.Bool: "!!bool", reflect.Float64: "!!float",
 	}[v.Kind()]
 	if n.Kind != yaml.ScalarNode {
 		d.errorf(posOf(n), path, "expected %s, got %s", tagName(want), kindName(n))
