@@ -78,11 +78,16 @@ type prRecord struct {
 	edits   pullrequest.Edits
 	failing int // consecutive GitHub failures, for backoff
 	// changed is when an event last changed the pull request (a push, an
-	// approval, a closing): reports wait up to commentInterval after it
-	// for the previews to settle, so that one event costs one edit and one
+	// approval, a closing): reports wait up to settleFor (or
+	// commentInterval, when longer) after it for the previews to settle, so that one event costs one edit and one
 	// status, not one per stage a preview passes through.
 	changed time.Time
 }
+
+// settleFor is the least time reports wait after an event for previews
+// still building or starting: one that is ready by then is reported once
+// (one edit, one status), and a slower one shows as pending.
+const settleFor = 10 * time.Second
 
 // refreshEvery is how often an active pull request's state is looked at.
 const refreshEvery = time.Second
@@ -299,7 +304,7 @@ func (p *pulls) sync(ctx context.Context, n int) (again time.Time, done bool) {
 		pr.StatusURL = p.statusURL
 	}
 	reports := p.reports(r, pr, rec.Status(), now)
-	if settle := changed.Add(p.interval); now.Before(settle) && unsettled(pr, r, reports) {
+	if settle := changed.Add(max(p.interval, settleFor)); now.Before(settle) && unsettled(pr, r, reports) {
 		return minTime(settle, now.Add(refreshEvery)), false
 	}
 	body := pullrequest.Render(pullrequest.Comment{PR: pr, Models: reports}, 0)

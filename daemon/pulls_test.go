@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"fmt"
+	"html"
 	"io"
 	"net/http"
 	"os"
@@ -401,5 +402,32 @@ func TestPullRequestBudgetFaultsMerge(t *testing.T) {
 		if strings.Contains(written.String(), secret) {
 			t.Errorf("a secret (%.6s…) appears in what the daemon wrote", secret)
 		}
+	}
+}
+
+// TestPullRequestBrokenManifest: a pull request whose merlin.yaml is
+// broken runs nothing; its comment and its failure status name the file,
+// line and column, and production is untouched.
+func TestPullRequestBrokenManifest(t *testing.T) {
+	f := newPRFixture(t)
+	before := f.d.model(t, "iris-sklearn")
+	broken := strings.Replace(irisEnv(t, "broken"), "  protocol: v1\n", "  protocol: v9\n", 1)
+	sha := f.open(41, "acme/models", map[string]string{"iris/merlin.yaml": broken})
+	f.send("pull_request", prPayload(t, "opened", 41, sha, "acme/models", false))
+	poll.Until(t, time.Minute, "a failure status", func() bool {
+		return f.gh.LatestStatuses("acme/models", sha)["merlin/iris-sklearn"].State == "failure"
+	})
+	st := f.gh.LatestStatuses("acme/models", sha)["merlin/iris-sklearn"]
+	cs := f.sticky(41)
+	if len(cs) != 1 || !strings.Contains(html.UnescapeString(cs[0].Body), "iris/merlin.yaml:12:") || !strings.Contains(st.Description, "iris/merlin.yaml:12:") {
+		t.Errorf("comment %+v and status %+v: want both to name iris/merlin.yaml:line:col", cs, st)
+	}
+	t.Logf("status: %s", st.Description)
+	if _, ok := f.preview(41); ok {
+		t.Error("a broken pull request was previewed")
+	}
+	after := f.d.model(t, "iris-sklearn")
+	if after.Desired != before.Desired || after.LastError != "" || len(after.Versions) != 1 {
+		t.Errorf("production changed: %+v → %+v", before, after)
 	}
 }

@@ -142,7 +142,8 @@ func section(p PR, r Report) string {
 	row := func(k, a, z string) { fmt.Fprintf(&b, "| %s | %s | %s |\n", k, a, z) }
 	row("version", code(r.Version), code(stableOf(r.Status)))
 	row("state", stateText(p, r, stage), productionState(r.Status))
-	if stage != StageAwaitingApproval && stage != StageClosed && stage != StageBuilding && stage != StageNotPreviewed {
+	ranNothing := (stage == StageBroken || stage == StageError) && r.Preview.Requests == 0
+	if stage != StageAwaitingApproval && stage != StageClosed && stage != StageBuilding && stage != StageNotPreviewed && !ranNothing {
 		pv, pd := r.Preview, r.Production
 		requests := "requests"
 		if !p.Merged {
