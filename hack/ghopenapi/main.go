@@ -31,6 +31,7 @@ var operations = map[string][]string{
 	"/repos/{owner}/{repo}/statuses/{sha}":                      {"post"},
 	"/repos/{owner}/{repo}/collaborators/{username}/permission": {"get"},
 	"/repos/{owner}/{repo}/contents/{path}":                     {"get"},
+	"/repos/{owner}/{repo}/pulls":                               {"get"},
 	"/repos/{owner}/{repo}/pulls/{pull_number}":                 {"get"},
 	"/orgs/{org}/teams/{team_slug}/memberships/{username}":      {"get"},
 }

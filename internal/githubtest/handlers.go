@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -127,7 +128,9 @@ func (s *Server) handle(r *http.Request, who identity, endpoint string, p map[st
 		if pr == nil {
 			return errorReply(http.StatusNotFound, "Not Found")
 		}
-		return jsonReply(http.StatusOK, pullJSON(full, pr, now))
+		return jsonReply(http.StatusOK, pullJSON(full, pr))
+	case "GET /repos/{owner}/{repo}/pulls":
+		return s.listPulls(r, full, repo)
 	}
 	s.mu.Unlock()
 	s.refuse("%s %s: the fake does not implement it", r.Method, endpoint)
@@ -187,34 +190,109 @@ func (s *Server) listComments(r *http.Request, full string, repo *repoState, n i
 	if repo.pulls[n] == nil {
 		return errorReply(http.StatusNotFound, "Not Found")
 	}
+	all := repo.comments[n]
+	from, to, link := paginate(r, len(all))
+	items := []any{}
+	for _, c := range all[from:to] {
+		items = append(items, commentJSON(full, n, c, c.Author == installationBot))
+	}
+	return withLink(jsonReply(http.StatusOK, items), link)
+}
+
+// listPulls filters by state (open when absent, closed, all), base and
+// head (owner:ref), sorts by created (default, descending unless
+// direction=asc) or updated (ascending unless direction=desc), ties by
+// number, and pages like listComments.
+func (s *Server) listPulls(r *http.Request, full string, repo *repoState) reply {
+	q := r.URL.Query()
+	state := q.Get("state")
+	if state == "" {
+		state = "open"
+	}
+	var pulls []*Pull
+	for _, n := range sortedPulls(repo) {
+		p := repo.pulls[n]
+		headOwner, _, _ := strings.Cut(p.HeadRepo, "/")
+		switch {
+		case state != "all" && p.State != state,
+			q.Has("base") && p.BaseRef != q.Get("base"),
+			q.Has("head") && headOwner+":"+p.HeadRef != q.Get("head"):
+			continue
+		}
+		pulls = append(pulls, p)
+	}
+	by := q.Get("sort")
+	desc := q.Get("direction") == "desc"
+	switch by {
+	case "", "created":
+		desc = q.Get("direction") != "asc"
+	case "updated":
+	default:
+		s.mu.Unlock()
+		s.refuse("GET /repos/%s/pulls: the fake does not sort by %q", full, by)
+		s.mu.Lock()
+		return errorReply(http.StatusUnprocessableEntity, "Validation Failed")
+	}
+	key := func(p *Pull) time.Time {
+		if by == "updated" {
+			return p.updated
+		}
+		return p.created
+	}
+	sort.SliceStable(pulls, func(i, j int) bool {
+		a, b := pulls[i], pulls[j]
+		if desc {
+			a, b = b, a
+		}
+		if !key(a).Equal(key(b)) {
+			return key(a).Before(key(b))
+		}
+		return a.Number < b.Number
+	})
+	from, to, link := paginate(r, len(pulls))
+	items := []any{}
+	for _, p := range pulls[from:to] {
+		items = append(items, pullSimpleJSON(full, p))
+	}
+	return withLink(jsonReply(http.StatusOK, items), link)
+}
+
+// paginate reads per_page (default 30, at most 100) and page (from 1) and
+// returns the page's slice bounds of n items and its Link header as GitHub
+// writes it: rel=next and last unless on the last page, first and prev
+// after the first, each the request's URL with its query kept and page
+// (and per_page) set.
+func paginate(r *http.Request, n int) (from, to int, link string) {
 	q := r.URL.Query()
 	per := defaultPerPage
 	if v := q.Get("per_page"); v != "" {
 		per = min(max(atoi(v), 1), maxPerPage)
 	}
 	page := max(atoi(q.Get("page")), 1)
-	all := repo.comments[n]
-	last := max((len(all)+per-1)/per, 1)
-	items := []any{}
-	for i := (page - 1) * per; i < min(page*per, len(all)); i++ {
-		items = append(items, commentJSON(full, n, all[i], all[i].Author == installationBot))
-	}
-	rep := jsonReply(http.StatusOK, items)
-	link := func(p int, rel string) string {
-		u := url.URL{Scheme: "http", Host: r.Host, Path: r.URL.Path}
-		v := url.Values{"per_page": {strconv.Itoa(per)}, "page": {strconv.Itoa(p)}}
-		u.RawQuery = v.Encode()
+	last := max((n+per-1)/per, 1)
+	at := func(p int, rel string) string {
+		v := r.URL.Query()
+		v.Set("per_page", strconv.Itoa(per))
+		v.Set("page", strconv.Itoa(p))
+		u := url.URL{Scheme: "http", Host: r.Host, Path: r.URL.Path, RawQuery: v.Encode()}
 		return fmt.Sprintf("<%s>; rel=%q", u.String(), rel)
 	}
 	var links []string
 	if page < last {
-		links = append(links, link(page+1, "next"), link(last, "last"))
+		links = append(links, at(page+1, "next"), at(last, "last"))
 	}
 	if page > 1 {
-		links = append(links, link(1, "first"), link(page-1, "prev"))
+		links = append(links, at(1, "first"), at(page-1, "prev"))
 	}
-	if len(links) > 0 {
-		rep.header.Set("Link", strings.Join(links, ", "))
+	if page > last {
+		return n, n, strings.Join(links, ", ")
+	}
+	return (page - 1) * per, min(page*per, n), strings.Join(links, ", ")
+}
+
+func withLink(rep reply, link string) reply {
+	if link != "" {
+		rep.header.Set("Link", link)
 	}
 	return rep
 }

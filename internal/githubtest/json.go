@@ -144,18 +144,20 @@ func repoJSON(full string) map[string]any {
 	return r
 }
 
-func pullJSON(full string, p *Pull, now time.Time) map[string]any {
+// pullJSON is a pull request as GET /repos/{owner}/{repo}/pulls/{pull_number}
+// shows it (schema pull-request).
+func pullJSON(full string, p *Pull) map[string]any {
 	base := fmt.Sprintf("%s/repos/%s/pulls/%d", api, full, p.Number)
 	issue := fmt.Sprintf("%s/repos/%s/issues/%d", api, full, p.Number)
 	html := fmt.Sprintf("https://github.com/%s/pull/%d", full, p.Number)
 	headOwner, _, _ := strings.Cut(p.HeadRepo, "/")
 	baseOwner, _, _ := strings.Cut(full, "/")
 	var closedAt, mergedAt any
-	if p.State == "closed" {
-		closedAt = ts(now)
+	if !p.closed.IsZero() {
+		closedAt = ts(p.closed)
 	}
-	if p.Merged {
-		mergedAt = ts(now)
+	if !p.merged.IsZero() {
+		mergedAt = ts(p.merged)
 	}
 	link := func(h string) map[string]any { return map[string]any{"href": h} }
 	return map[string]any{
@@ -166,7 +168,7 @@ func pullJSON(full string, p *Pull, now time.Time) map[string]any {
 		"comments_url":       issue + "/comments", "statuses_url": fmt.Sprintf("%s/repos/%s/statuses/%s", api, full, p.HeadSHA),
 		"number": p.Number, "state": p.State, "locked": false, "title": p.Title, "user": userJSON(p.Author, false),
 		"body": nil, "labels": []any{}, "milestone": nil, "active_lock_reason": nil,
-		"created_at": "2026-01-01T00:00:00Z", "updated_at": ts(now), "closed_at": closedAt, "merged_at": mergedAt,
+		"created_at": ts(p.created), "updated_at": ts(p.updated), "closed_at": closedAt, "merged_at": mergedAt,
 		"merge_commit_sha": nil, "assignee": nil, "assignees": []any{}, "requested_reviewers": []any{},
 		"requested_teams": []any{}, "draft": false, "author_association": "CONTRIBUTOR", "auto_merge": nil,
 		"head": map[string]any{"label": headOwner + ":" + p.HeadRef, "ref": p.HeadRef, "sha": p.HeadSHA,
@@ -181,4 +183,16 @@ func pullJSON(full string, p *Pull, now time.Time) map[string]any {
 		"comments": 0, "review_comments": 0, "maintainer_can_modify": false, "commits": 1, "additions": 1,
 		"deletions": 0, "changed_files": 1,
 	}
+}
+
+// pullSimpleJSON is a pull request as the list of pull requests shows it
+// (schema pull-request-simple): without merged, mergeable, the counts and
+// the other fields GitHub only computes for one pull request.
+func pullSimpleJSON(full string, p *Pull) map[string]any {
+	m := pullJSON(full, p)
+	for _, k := range []string{"merged", "mergeable", "rebaseable", "mergeable_state", "merged_by", "comments",
+		"review_comments", "maintainer_can_modify", "commits", "additions", "deletions", "changed_files"} {
+		delete(m, k)
+	}
+	return m
 }

@@ -20,6 +20,10 @@ type Pull struct {
 	HeadSHA  string
 	BaseRef  string // main when empty
 	BaseSHA  string
+
+	// Set by the fake: when it was added, last changed, closed and merged,
+	// for created_at, updated_at, closed_at and merged_at (and the ETags).
+	created, updated, closed, merged time.Time
 }
 
 // Comment is an issue comment the fake holds.
@@ -69,8 +73,67 @@ func checkRepo(full string) {
 // AddPull opens (or replaces) a pull request.
 func (s *Server) AddPull(repo string, p Pull) {
 	checkRepo(repo)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r := s.repo(repo)
+	if old := r.pulls[p.Number]; old != nil {
+		p.created, p.updated, p.closed, p.merged = old.created, old.updated, old.closed, old.merged
+	} else {
+		p.created = s.clock().Truncate(time.Second)
+	}
+	s.touch(repo, &p)
+	r.pulls[p.Number] = &p
+}
+
+// UpdatePull changes pull request n of repo with f (close it, merge it,
+// push to it, retitle it), as if on GitHub: its updated_at moves on, so
+// every answer that shows it gets a new ETag. It panics when there is no
+// such pull request.
+func (s *Server) UpdatePull(repo string, n int, f func(*Pull)) {
+	checkRepo(repo)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	old := s.repo(repo).pulls[n]
+	if old == nil {
+		panic(fmt.Sprintf("githubtest: UpdatePull: %s has no pull request #%d", repo, n))
+	}
+	p := *old
+	f(&p)
+	p.Number = n
+	s.touch(repo, &p)
+	s.repos[repo].pulls[n] = &p
+}
+
+// Pulls returns repo's pull requests, by number.
+func (s *Server) Pulls(repo string) []Pull {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r := s.repo(repo)
+	out := make([]Pull, 0, len(r.pulls))
+	for _, n := range sortedPulls(r) {
+		out = append(out, *r.pulls[n])
+	}
+	return out
+}
+
+func sortedPulls(r *repoState) []int {
+	ns := make([]int, 0, len(r.pulls))
+	for n := range r.pulls {
+		ns = append(ns, n)
+	}
+	sort.Ints(ns)
+	return ns
+}
+
+// touch fills p's defaults and moves its updated_at on by at least a
+// second (GitHub's timestamps have seconds), recording when it closed or
+// merged.
+func (s *Server) touch(repo string, p *Pull) {
 	if p.State == "" {
 		p.State = "open"
+	}
+	if p.Merged {
+		p.State = "closed"
 	}
 	if p.BaseRef == "" {
 		p.BaseRef = "main"
@@ -78,9 +141,23 @@ func (s *Server) AddPull(repo string, p Pull) {
 	if p.HeadRepo == "" {
 		p.HeadRepo = repo
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.repo(repo).pulls[p.Number] = &p
+	now := s.clock().Truncate(time.Second)
+	if !now.After(p.updated) && !p.updated.IsZero() {
+		now = p.updated.Add(time.Second)
+	}
+	p.updated = now
+	switch {
+	case p.State != "closed":
+		p.closed = time.Time{}
+	case p.closed.IsZero():
+		p.closed = now
+	}
+	switch {
+	case !p.Merged:
+		p.merged = time.Time{}
+	case p.merged.IsZero():
+		p.merged = now
+	}
 }
 
 // SetPermission gives login a role on repo: admin, maintain, write,

@@ -364,3 +364,137 @@ func gauge(t *testing.T, m *github.Metrics) float64 {
 	}
 	return -1
 }
+
+const pullsEP = "/repos/{owner}/{repo}/pulls"
+
+func numbers(prs []github.PullRequest) []int {
+	out := []int{}
+	for _, p := range prs {
+		out = append(out, p.Number)
+	}
+	return out
+}
+
+func TestOpenPulls(t *testing.T) {
+	fake, c, _ := setup(t)
+	ctx := context.Background()
+	// #7 from setup, then #10..#259: every 50th closed, every 60th into release.
+	want := []int{7}
+	for n := 10; n < 260; n++ {
+		p := githubtest.Pull{Number: n, Title: fmt.Sprintf("pr %d", n), Author: "alice", HeadRef: fmt.Sprintf("b%d", n), HeadSHA: strings.Repeat("c", 40)}
+		switch {
+		case n%50 == 0:
+			p.State = "closed"
+		case n%60 == 0:
+			p.BaseRef = "release"
+		default:
+			want = append(want, n)
+		}
+		fake.AddPull(repo, p)
+	}
+	fake.AddPull(repo, githubtest.Pull{Number: 300, HeadRef: "fork", HeadRepo: "mallory/models", HeadSHA: strings.Repeat("d", 40)})
+	want = append(want, 300)
+	if len(want) <= 2*100 || len(want) > 3*100 {
+		t.Fatalf("test setup: %d open pulls into main, want three pages", len(want))
+	}
+
+	got, err := c.OpenPulls(ctx, "main")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(numbers(got)) != fmt.Sprint(want) {
+		t.Fatalf("OpenPulls = %v, want %v", numbers(got), want)
+	}
+	calls := fake.CallsTo("GET", pullsEP)
+	if s := statuses(calls); fmt.Sprint(s) != "[200 200 200]" {
+		t.Fatalf("first list: statuses %v, want three pages of 200", s)
+	}
+	for i, call := range calls {
+		if want := fmt.Sprintf("base=main&direction=asc&page=%d&per_page=100&sort=created&state=open", i+1); call.Query != want {
+			t.Errorf("request %d: query %q, want %q", i+1, call.Query, want)
+		}
+	}
+	first, fork := got[0], got[len(got)-1]
+	if first.Number != 7 || first.Title != "iris v2" || first.Author != "alice" || first.HeadRef != "iris-v2" ||
+		first.HeadSHA != strings.Repeat("a", 40) || first.State != "open" || first.Merged || first.BaseRef != "main" ||
+		first.BaseRepo != repo || first.HeadRepo != repo || first.Fork() {
+		t.Errorf("first = %+v", first)
+	}
+	if !fork.Fork() || fork.HeadRepo != "mallory/models" {
+		t.Errorf("last = %+v, want the fork", fork)
+	}
+
+	// Nothing changed: three 304s, no rate limit spent, the same list.
+	fake.ResetCalls()
+	before := fake.RateLimitRemaining()
+	again, err := c.OpenPulls(ctx, "main")
+	if err != nil || fmt.Sprint(again) != fmt.Sprint(got) {
+		t.Fatalf("second OpenPulls = %v, %v; want the same list", numbers(again), err)
+	}
+	if s := statuses(fake.CallsTo("GET", pullsEP)); fmt.Sprint(s) != "[304 304 304]" {
+		t.Fatalf("second list: statuses %v, want [304 304 304]", s)
+	}
+	if after := fake.RateLimitRemaining(); after != before {
+		t.Errorf("rate limit went from %d to %d over 304s", before, after)
+	}
+	if n := counter(t, c.Metrics(), "GET "+pullsEP, "304"); n != 3 {
+		t.Errorf("merlin_github_api_calls_total{endpoint=GET %s,code=304} = %v, want 3", pullsEP, n)
+	}
+	if n := counter(t, c.Metrics(), "GET "+pullsEP, "200"); n != 3 {
+		t.Errorf("merlin_github_api_calls_total{endpoint=GET %s,code=200} = %v, want 3", pullsEP, n)
+	}
+
+	// #7 closed, #11 merged: the list shrinks by two, every page shifts.
+	fake.UpdatePull(repo, 7, func(p *githubtest.Pull) { p.State = "closed" })
+	fake.UpdatePull(repo, 11, func(p *githubtest.Pull) { p.Merged = true })
+	fake.ResetCalls()
+	after, err := c.OpenPulls(ctx, "main")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(after) != len(got)-2 || after[0].Number != 10 || after[1].Number != 12 {
+		t.Errorf("after closing #7 and merging #11: %d pulls starting %v, want %d starting [10 12]", len(after), numbers(after)[:2], len(got)-2)
+	}
+	if s := statuses(fake.CallsTo("GET", pullsEP)); fmt.Sprint(s) != "[200 200 200]" {
+		t.Errorf("after closing: statuses %v, want [200 200 200]", s)
+	}
+
+	if rel, err := c.OpenPulls(ctx, "release"); err != nil || fmt.Sprint(numbers(rel)) != "[60 120 180 240]" {
+		t.Errorf("OpenPulls(release) = %v, %v; want [60 120 180 240]", numbers(rel), err)
+	}
+	if none, err := c.OpenPulls(ctx, "gh-pages"); err != nil || len(none) != 0 {
+		t.Errorf("OpenPulls(gh-pages) = %v, %v; want none", numbers(none), err)
+	}
+}
+
+// TestOpenPullsOnANewPage: with exactly two full pages, a new pull request
+// opens page 3 while pages 1 and 2 stay unchanged (304) — their cached
+// Link header names no page 3, so the walk goes by a short page.
+func TestOpenPullsOnANewPage(t *testing.T) {
+	fake, c, _ := setup(t)
+	ctx := context.Background()
+	for n := 8; n < 207; n++ {
+		fake.AddPull(repo, githubtest.Pull{Number: n, HeadRef: "b", HeadSHA: strings.Repeat("c", 40)})
+	}
+	got, err := c.OpenPulls(ctx, "main")
+	if err != nil || len(got) != 200 {
+		t.Fatalf("OpenPulls = %d pulls, %v; want 200", len(got), err)
+	}
+	fake.AddPull(repo, githubtest.Pull{Number: 207, HeadRef: "b", HeadSHA: strings.Repeat("c", 40)})
+	fake.ResetCalls()
+	got, err = c.OpenPulls(ctx, "main")
+	if err != nil || len(got) != 201 || got[200].Number != 207 {
+		t.Fatalf("OpenPulls = %d pulls, %v; want 201 ending with #207", len(got), err)
+	}
+	if s := statuses(fake.CallsTo("GET", pullsEP)); fmt.Sprint(s) != "[304 304 200]" {
+		t.Errorf("statuses %v, want [304 304 200]", s)
+	}
+}
+
+func TestOpenPullsError(t *testing.T) {
+	fake, c, _ := setup(t)
+	fake.Fail(1, githubtest.Fault{Status: 404, Message: "Not Found"})
+	if _, err := c.OpenPulls(context.Background(), "main"); err == nil || !github.IsNotFound(err) || !strings.Contains(err.Error(), "list open pull requests into main") {
+		t.Errorf("OpenPulls on a 404 = %v", err)
+	}
+}

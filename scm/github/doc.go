@@ -1,8 +1,9 @@
 // Package github is Merlin's client of the GitHub REST API: the few
 // operations the pull-request loop needs (the sticky comment found by its
 // hidden marker, commit statuses, a commenter's permission and team
-// memberships, CODEOWNERS, pull requests), over go-github v60. Client
-// has the method sets the PR loop's Access and Teams interfaces ask for.
+// memberships, CODEOWNERS, pull requests and the list of open ones),
+// over go-github v60. Client has the method sets the PR loop's Access and
+// Teams interfaces ask for.
 //
 // The interesting part is the transport under go-github, four layers:
 //

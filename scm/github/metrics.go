@@ -56,6 +56,7 @@ var endpoints = []string{
 	"/repos/{owner}/{repo}/statuses/{sha}",
 	"/repos/{owner}/{repo}/collaborators/{username}/permission",
 	"/repos/{owner}/{repo}/contents/{path}",
+	"/repos/{owner}/{repo}/pulls",
 	"/repos/{owner}/{repo}/pulls/{pull_number}",
 	"/orgs/{org}/teams/{team_slug}/memberships/{username}",
 }

@@ -151,10 +151,42 @@ func (c *Client) PullRequest(ctx context.Context, n int) (*PullRequest, error) {
 	if err != nil {
 		return nil, c.fail(fmt.Errorf("get pull request #%d: %w", n, err))
 	}
+	return toPullRequest(p), nil
+}
+
+// OpenPulls lists the repository's open pull requests into base (all pages,
+// 100 per page, oldest first), conditionally: an unchanged list costs a 304,
+// which GitHub does not count against the rate limit.
+//
+// Pages are walked until a short one, not by the Link header, for the
+// reason FindComment gives: with 200 open pull requests and a 201st opened,
+// page 2 is unchanged (304) and its cached Link names no page 3.
+func (c *Client) OpenPulls(ctx context.Context, base string) ([]PullRequest, error) {
+	opts := &gh.PullRequestListOptions{State: "open", Base: base, Sort: "created", Direction: "asc",
+		ListOptions: gh.ListOptions{PerPage: perPage, Page: 1}}
+	var out []PullRequest
+	for {
+		page, _, err := c.gh.PullRequests.List(ctx, c.owner, c.repo, opts)
+		if err != nil {
+			return nil, c.fail(fmt.Errorf("list open pull requests into %s (page %d): %w", base, opts.Page, err))
+		}
+		for _, p := range page {
+			out = append(out, *toPullRequest(p))
+		}
+		if len(page) < perPage {
+			return out, nil
+		}
+		opts.Page++
+	}
+}
+
+// toPullRequest reads a pull request as GitHub shows it alone or in a
+// list; a listed one has no merged field, only merged_at.
+func toPullRequest(p *gh.PullRequest) *PullRequest {
 	return &PullRequest{
-		Number: p.GetNumber(), State: p.GetState(), Merged: p.GetMerged(), Title: p.GetTitle(),
+		Number: p.GetNumber(), State: p.GetState(), Merged: p.GetMerged() || p.MergedAt != nil, Title: p.GetTitle(),
 		Author:  p.GetUser().GetLogin(),
 		HeadSHA: p.GetHead().GetSHA(), HeadRef: p.GetHead().GetRef(), HeadRepo: p.GetHead().GetRepo().GetFullName(),
 		BaseRef: p.GetBase().GetRef(), BaseRepo: p.GetBase().GetRepo().GetFullName(),
-	}, nil
+	}
 }

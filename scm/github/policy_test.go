@@ -66,7 +66,11 @@ func TestEndpoint(t *testing.T) {
 		"/repos/acme/models/contents/.github/CODEOWNERS":         "GET /repos/{owner}/{repo}/contents/{path}",
 		"/repos/acme/models/statuses/" + strings.Repeat("a", 40): "GET /repos/{owner}/{repo}/statuses/{sha}",
 		"/app/installations/678/access_tokens":                   "GET /app/installations/{installation_id}/access_tokens",
+		"/repos/acme/models/pulls":                               "GET /repos/{owner}/{repo}/pulls",
+		"/api/v3/repos/acme/models/pulls/":                       "GET /repos/{owner}/{repo}/pulls",
+		"/repos/acme/models/pulls/7":                             "GET /repos/{owner}/{repo}/pulls/{pull_number}",
 		"/repos/acme/models/pulls/7/files":                       "GET other",
+		"/repos/acme/pulls":                                      "GET other",
 		"/repos/acme/models/issues//comments":                    "GET other",
 		"/rate_limit":                                            "GET other",
 	} {
