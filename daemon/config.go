@@ -96,6 +96,28 @@ func (g GitHub) Reports() bool { return g.TokenEnv != "" || g.App != nil }
 var githubRepo = regexp.MustCompile(`^[A-Za-z0-9-]+/[A-Za-z0-9._-]+$`)
 
 // validate checks a repository's github block (at is its field path).
+// appProblem says what is wrong with the app block, and where, or "".
+func (g GitHub) appProblem() (field, msg string) {
+	switch {
+	case g.App == nil:
+		return "", ""
+	case g.TokenEnv != "":
+		return "app", "set tokenEnv or app, not both"
+	case g.App.ID <= 0 || g.App.InstallationID <= 0:
+		return "app", "needs id and installationID (the app's settings and its installation on the repository show them)"
+	case g.App.PrivateKeyFile == "":
+		return "app.privateKeyFile", "is required: the app's private key (PEM) signs its tokens"
+	}
+	return "", ""
+}
+
+// plainHTTPURL reports whether s is an http(s) URL with a host and no
+// credentials.
+func plainHTTPURL(s string) bool {
+	u, err := url.Parse(s)
+	return err == nil && (u.Scheme == "https" || u.Scheme == "http") && u.Host != "" && u.User == nil
+}
+
 func (g GitHub) validate(at string) []fieldProblem {
 	if !g.Configured() {
 		return nil
@@ -112,28 +134,17 @@ func (g GitHub) validate(at string) []fieldProblem {
 			add(f.name, "%q must be the name of an environment variable, not the secret", f.env)
 		}
 	}
-	if g.App != nil {
-		switch {
-		case g.TokenEnv != "":
-			add("app", "set tokenEnv or app, not both")
-		case g.App.ID <= 0 || g.App.InstallationID <= 0:
-			add("app", "needs id and installationID (the app's settings and its installation on the repository show them)")
-		case g.App.PrivateKeyFile == "":
-			add("app.privateKeyFile", "is required: the app's private key (PEM) signs its tokens")
-		}
+	if field, msg := g.appProblem(); msg != "" {
+		add(field, "%s", msg)
 	}
 	if g.CommentInterval != 0 && g.CommentInterval.D() < time.Second {
 		add("commentInterval", "must be at least 1s")
 	}
-	if g.StatusURL != "" {
-		if u, err := url.Parse(g.StatusURL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.User != nil {
-			add("statusURL", "%q must be an http(s) URL without credentials", g.StatusURL)
-		}
+	if g.StatusURL != "" && !plainHTTPURL(g.StatusURL) {
+		add("statusURL", "%q must be an http(s) URL without credentials", g.StatusURL)
 	}
-	if g.APIURL != "" {
-		if u, err := url.Parse(g.APIURL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.User != nil {
-			add("apiURL", "%q must be an http(s) URL without credentials, such as https://api.github.com", g.APIURL)
-		}
+	if g.APIURL != "" && !plainHTTPURL(g.APIURL) {
+		add("apiURL", "%q must be an http(s) URL without credentials, such as https://api.github.com", g.APIURL)
 	}
 	if g.WebhookSecretEnv == "" {
 		add("webhookSecretEnv", "is required with github: name the environment variable holding the webhook's secret (deliveries are verified with it)")

@@ -41,6 +41,7 @@ type pulls struct {
 	branch    string // the production branch: pull requests into it are previewed
 	gh        *scm.Client
 	interval  time.Duration
+	pollEvery time.Duration // how often the open pull requests are listed
 	statusURL string
 	file      string
 	log       *slog.Logger
@@ -77,12 +78,18 @@ type prRecord struct {
 	history map[string][]pullrequest.Sample
 	edits   pullrequest.Edits
 	failing int // consecutive GitHub failures, for backoff
+	// fetchFailures counts the head's failed fetches in a row, for backoff.
+	fetchFailures int
 	// changed is when an event last changed the pull request (a push, an
 	// approval, a closing): reports wait up to settleFor (or
 	// commentInterval, when longer) after it for the previews to settle, so that one event costs one edit and one
 	// status, not one per stage a preview passes through.
 	changed time.Time
 }
+
+// minPollEvery is the least time between two listings of the open pull
+// requests (the repository's interval, when longer).
+const minPollEvery = 10 * time.Second
 
 // settleFor is the least time reports wait after an event for previews
 // still building or starting: one that is ready by then is reported once
@@ -109,6 +116,7 @@ func newPulls(d *Daemon, rc Repository, gh *scm.Client) (*pulls, error) {
 	if p.interval == 0 {
 		p.interval = 10 * time.Second
 	}
+	p.pollEvery = max(rc.Interval.D(), minPollEvery)
 	data, err := os.ReadFile(p.file)
 	switch {
 	case errors.Is(err, os.ErrNotExist):
@@ -116,7 +124,7 @@ func newPulls(d *Daemon, rc Repository, gh *scm.Client) (*pulls, error) {
 		return nil, fmt.Errorf("pull requests: %w", err)
 	default:
 		if err := json.Unmarshal(data, &p.records); err != nil {
-			return nil, fmt.Errorf("pull requests: %s is corrupt (%v); move it away to start afresh: comments are found again by their marker", p.file, err)
+			return nil, fmt.Errorf("pull requests: %s is corrupt (%w); move it away to start afresh: comments are found again by their marker", p.file, err)
 		}
 		for _, r := range p.records {
 			r.edits = pullrequest.Edits{Interval: p.interval, OnGitHub: r.OnGitHub}
@@ -138,10 +146,23 @@ func (p *pulls) start(ctx context.Context) {
 			p.wakeLocked(n)
 		}
 	}
+	if p.gh != nil {
+		p.wg.Go(func() { p.poll(ctx, p.pollEvery) })
+	}
 }
 
 // wait waits for the workers to stop (ctx of start cancelled).
 func (p *pulls) wait() { p.wg.Wait() }
+
+// sighting is what an event or the poll saw of a pull request.
+type sighting struct {
+	n          int
+	head       string
+	fork       bool
+	intoBranch bool
+	closed     bool
+	merged     bool
+}
 
 // event takes a pull_request delivery.
 func (p *pulls) event(ev webhooks.PullRequest) {
@@ -150,31 +171,105 @@ func (p *pulls) event(ev webhooks.PullRequest) {
 		return
 	}
 	head := pr.GetHead()
-	fork := head.GetRepo().GetFullName() == "" || !strings.EqualFold(head.GetRepo().GetFullName(), pr.GetBase().GetRepo().GetFullName())
-	intoBranch := pr.GetBase().GetRef() == p.branch
+	s := sighting{
+		n: ev.Number, head: head.GetSHA(), intoBranch: pr.GetBase().GetRef() == p.branch,
+		fork:   head.GetRepo().GetFullName() == "" || !strings.EqualFold(head.GetRepo().GetFullName(), pr.GetBase().GetRepo().GetFullName()),
+		closed: ev.Action == "closed", merged: pr.GetMerged(),
+	}
+	if p.see(s) {
+		p.log.Info("pull request event", "pr", ev.Number, "action", ev.Action, "head", shortSHA(s.head), "fork", s.fork, "delivery", ev.Delivery)
+	}
+}
+
+// sightingOf is what GitHub's API says of a pull request.
+func (p *pulls) sightingOf(pr scm.PullRequest) sighting {
+	return sighting{n: pr.Number, head: pr.HeadSHA, fork: pr.Fork(), intoBranch: pr.BaseRef == p.branch, closed: pr.State == "closed", merged: pr.Merged}
+}
+
+// see records what was seen of a pull request and wakes its worker when it
+// changed anything; it reports whether it did.
+func (p *pulls) see(s sighting) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	r := p.records[ev.Number]
+	r := p.records[s.n]
 	if r == nil {
-		if !intoBranch || ev.Action == "closed" {
-			return // not into production, or closed before Merlin knew it
+		if !s.intoBranch || s.closed {
+			return false // not into production, or closed before Merlin knew it
 		}
 		r = &prRecord{edits: pullrequest.Edits{Interval: p.interval}}
-		p.records[ev.Number] = r
+		p.records[s.n] = r
 	}
-	r.PR.Number, r.PR.HeadSHA, r.PR.Fork = ev.Number, head.GetSHA(), fork
+	before := r.PR
+	r.PR.Number, r.PR.HeadSHA, r.PR.Fork = s.n, s.head, s.fork
 	switch {
-	case ev.Action == "closed":
-		r.PR.Closed, r.PR.Merged = true, pr.GetMerged()
-	case !intoBranch:
+	case s.closed:
+		r.PR.Closed, r.PR.Merged = true, s.merged
+	case !s.intoBranch:
 		// Retargeted away from production: it is not previewed any more.
 		r.PR.Closed = true
 	default:
-		r.PR.Closed, r.PR.Merged, r.Done = false, false, false
+		r.PR.Closed, r.PR.Merged = false, false
 	}
-	r.changed = p.now()
-	p.log.Info("pull request event", "pr", ev.Number, "action", ev.Action, "head", shortSHA(r.PR.HeadSHA), "fork", fork, "delivery", ev.Delivery)
-	p.wakeLocked(ev.Number)
+	if r.PR == before && before.HeadSHA != "" {
+		return false // a repeated event: the worker already knows
+	}
+	r.Done, r.changed = false, p.now()
+	p.wakeLocked(s.n)
+	return true
+}
+
+// poll catches what webhooks missed (a delivery lost, the daemon down, a
+// webhook not set up yet): every pollEvery it lists the open pull requests
+// into the branch, conditionally (an unchanged list is a 304, which GitHub
+// does not count against the rate limit), and asks about the ones it
+// believes open that are not listed any more.
+func (p *pulls) poll(ctx context.Context, every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		p.pollOnce(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (p *pulls) pollOnce(ctx context.Context) {
+	open, err := p.gh.OpenPulls(ctx, p.branch)
+	if err != nil {
+		if ctx.Err() == nil {
+			p.log.Warn("cannot list the open pull requests; webhooks still work", "err", err)
+		}
+		return
+	}
+	listed := map[int]bool{}
+	for _, pr := range open {
+		listed[pr.Number] = true
+		if p.see(p.sightingOf(pr)) {
+			p.log.Info("pull request seen by polling", "pr", pr.Number, "head", shortSHA(pr.HeadSHA))
+		}
+	}
+	p.mu.Lock()
+	var gone []int
+	for n, r := range p.records {
+		if !r.PR.Closed && !listed[n] {
+			gone = append(gone, n)
+		}
+	}
+	p.mu.Unlock()
+	slices.Sort(gone)
+	for _, n := range gone {
+		pr, err := p.gh.PullRequest(ctx, n)
+		if err != nil {
+			p.log.Warn("cannot read a pull request no longer listed as open", "pr", n, "err", err)
+			continue
+		}
+		if p.see(p.sightingOf(*pr)) {
+			p.log.Info("pull request closed, seen by polling", "pr", n, "merged", pr.Merged)
+		}
+	}
 }
 
 // approve pins sha as the head a writer's `/merlin preview` allowed.
@@ -201,19 +296,13 @@ func (p *pulls) known(n int) (pullrequest.PR, []reconciler.PreviewResult, bool) 
 // learn records a pull request that the loop heard of only through a
 // comment (its opening was missed, e.g. before the webhook was set up).
 func (p *pulls) learn(pr *scm.PullRequest) pullrequest.PR {
+	p.see(p.sightingOf(*pr))
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	r := p.records[pr.Number]
-	if r == nil {
-		r = &prRecord{edits: pullrequest.Edits{Interval: p.interval}}
-		r.PR = pullrequest.PR{Number: pr.Number, HeadSHA: pr.HeadSHA, Fork: pr.Fork(), Merged: pr.Merged, Closed: pr.State == "closed"}
-		if pr.BaseRef != p.branch {
-			r.PR.Closed = true
-		}
-		p.records[pr.Number] = r
-		p.wakeLocked(pr.Number)
+	if r := p.records[pr.Number]; r != nil {
+		return r.PR
 	}
-	return r.PR
+	return pullrequest.PR{Number: pr.Number, HeadSHA: pr.HeadSHA, Fork: pr.Fork(), Closed: true, Merged: pr.Merged}
 }
 
 // kick makes pull request n's worker look again.
@@ -298,11 +387,7 @@ func (p *pulls) sync(ctx context.Context, n int) (again time.Time, done bool) {
 	if retry, ok := p.preview(ctx, repo, rec, r, &pr); !ok {
 		return retry, false
 	}
-	if p.statusURL == "" && len(p.d.lns) > 0 {
-		pr.StatusURL = "http://" + p.d.APIAddr() + "/"
-	} else {
-		pr.StatusURL = p.statusURL
-	}
+	pr.StatusURL = p.statusPage()
 	reports := p.reports(r, pr, rec.Status(), now)
 	if settle := changed.Add(max(p.interval, settleFor)); now.Before(settle) && unsettled(pr, r, reports) {
 		return minTime(settle, now.Add(refreshEvery)), false
@@ -326,16 +411,21 @@ func (p *pulls) sync(ctx context.Context, n int) (again time.Time, done bool) {
 	r.Done = over && settled
 	p.saveLocked()
 	p.mu.Unlock()
-	switch {
-	case r.Done:
+	if r.Done {
 		p.log.Info("pull request done", "pr", n, "merged", pr.Merged)
 		return time.Time{}, true
-	case !wrote && r.failing > 0:
-		return now.Add(min(time.Duration(1<<min(r.failing, 6))*time.Second, time.Minute)), false
 	}
-	if _, at := r.edits.Due(now); !at.IsZero() {
-		again = at
+	return p.nextLook(r, pr, wrote, now), false
+}
+
+// nextLook says when a pull request's worker looks again (zero: at the
+// next event): after a backoff when GitHub failed, when the next edit is
+// due, and soon while previews or a rollout move.
+func (p *pulls) nextLook(r *prRecord, pr pullrequest.PR, wrote bool, now time.Time) time.Time {
+	if !wrote && r.failing > 0 {
+		return now.Add(min(time.Duration(1<<min(r.failing, 6))*time.Second, time.Minute))
 	}
+	_, again := r.edits.Due(now)
 	if active := r.Previewed != "" || pr.Merged; active {
 		// Stages and figures move: look again soon (locally; GitHub is
 		// written only when a status changes or an edit is due).
@@ -343,7 +433,15 @@ func (p *pulls) sync(ctx context.Context, n int) (again time.Time, done bool) {
 			again = next
 		}
 	}
-	return again, false
+	return again
+}
+
+// statusPage is the status page's address for comments and statuses.
+func (p *pulls) statusPage() string {
+	if p.statusURL == "" && len(p.d.lns) > 0 {
+		return "http://" + p.d.APIAddr() + "/"
+	}
+	return p.statusURL
 }
 
 // preview applies the previews pr's state asks for: the head's models
@@ -357,23 +455,7 @@ func (p *pulls) preview(ctx context.Context, repo *repo, rec *reconciler.Reconci
 	case remove && r.Previewed == "":
 		return time.Time{}, true
 	case remove:
-		if err := rec.RemovePreviews(ctx, n); err != nil {
-			p.log.Warn("cannot remove a pull request's previews; retrying", "pr", n, "err", err)
-			return p.now().Add(time.Second), false
-		}
-		if pr.Closed && !pr.Merged {
-			if err := repo.src.ForgetPull(n); err != nil {
-				p.log.Warn("cannot forget a pull request's head", "pr", n, "err", err)
-			}
-		}
-		p.log.Info("pull request previews removed", "pr", n, "closed", pr.Closed, "merged", pr.Merged)
-		p.mu.Lock()
-		r.Previewed = ""
-		if !pr.Merged { // a merged one's results name the versions being rolled out
-			r.Results = nil
-		}
-		p.mu.Unlock()
-		return time.Time{}, true
+		return p.removePreviews(ctx, repo, rec, r, *pr)
 	}
 	want := pr.HeadSHA
 	if pr.Fork {
@@ -387,9 +469,16 @@ func (p *pulls) preview(ctx context.Context, repo *repo, rec *reconciler.Reconci
 		p.mu.Lock()
 		r.HeadError = err.Error()
 		p.mu.Unlock()
-		p.log.Warn("cannot fetch a pull request's head; retrying", "pr", n, "err", err)
-		return p.now().Add(5 * time.Second), false
+		r.fetchFailures++
+		wait := min(5*time.Second<<min(r.fetchFailures-1, 6), 5*time.Minute)
+		level := slog.LevelWarn
+		if r.fetchFailures > 1 {
+			level = slog.LevelDebug // said once; the status and comment show it
+		}
+		p.log.Log(ctx, level, "cannot fetch a pull request's head; retrying", "pr", n, "in", wait, "err", err)
+		return p.now().Add(wait), false
 	}
+	r.fetchFailures = 0
 	if sha != want {
 		// The head moved on since the event (its own event follows), or a
 		// fork was pushed to after its approval.
@@ -417,6 +506,29 @@ func (p *pulls) preview(ctx context.Context, repo *repo, rec *reconciler.Reconci
 	r.Previewed = sha
 	p.mu.Unlock()
 	r.base, r.history = map[string]metrics.Snapshot{}, map[string][]pullrequest.Sample{}
+	return time.Time{}, true
+}
+
+// removePreviews removes pull request pr's previews (closed, merged, or
+// a fork's head not approved).
+func (p *pulls) removePreviews(ctx context.Context, repo *repo, rec *reconciler.Reconciler, r *prRecord, pr pullrequest.PR) (time.Time, bool) {
+	n := pr.Number
+	if err := rec.RemovePreviews(ctx, n); err != nil {
+		p.log.Warn("cannot remove a pull request's previews; retrying", "pr", n, "err", err)
+		return p.now().Add(time.Second), false
+	}
+	if pr.Closed && !pr.Merged {
+		if err := repo.src.ForgetPull(n); err != nil {
+			p.log.Warn("cannot forget a pull request's head", "pr", n, "err", err)
+		}
+	}
+	p.log.Info("pull request previews removed", "pr", n, "closed", pr.Closed, "merged", pr.Merged)
+	p.mu.Lock()
+	r.Previewed = ""
+	if !pr.Merged { // a merged one's results name the versions being rolled out
+		r.Results = nil
+	}
+	p.mu.Unlock()
 	return time.Time{}, true
 }
 

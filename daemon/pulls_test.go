@@ -51,6 +51,14 @@ func prPayload(t *testing.T, action string, n int, sha, headRepo string, merged 
 	return webhooktest.Edit(t, webhooktest.Payload(t, "octokit/pull_request/opened.payload.json"), fields)
 }
 
+// eventCalls leaves out the background listing of open pull requests
+// (a conditional request every pollEvery, not caused by an event).
+func eventCalls(calls []githubtest.Call) []githubtest.Call {
+	return slices.DeleteFunc(slices.Clone(calls), func(c githubtest.Call) bool {
+		return c.Method == http.MethodGet && c.Endpoint == "/repos/{owner}/{repo}/pulls"
+	})
+}
+
 // irisEnv is the iris example's manifest with one environment variable,
 // which makes a version of its own with the same predictions.
 func irisEnv(t *testing.T, value string) string {
@@ -125,6 +133,22 @@ func (f *prFixture) open(n int, headRepo string, files map[string]string) string
 	return sha
 }
 
+// push pushes a new head to pull request n, as GitHub would show it.
+func (f *prFixture) push(n int, files map[string]string) string {
+	f.t.Helper()
+	sha := f.repo.PullHead(n, files)
+	f.gh.UpdatePull("acme/models", n, func(p *githubtest.Pull) { p.HeadSHA = sha })
+	return sha
+}
+
+// close closes (or merges) pull request n on the fake GitHub and sends
+// the event.
+func (f *prFixture) close(n int, sha, headRepo string, merged bool) {
+	f.t.Helper()
+	f.gh.UpdatePull("acme/models", n, func(p *githubtest.Pull) { p.State, p.Merged = "closed", merged })
+	f.send("pull_request", prPayload(f.t, "closed", n, sha, headRepo, merged))
+}
+
 func (f *prFixture) send(event string, body []byte) {
 	f.t.Helper()
 	code, resp := sendHook(f.t, f.d.api, webhooktest.Delivery{Event: event, Body: body})
@@ -190,7 +214,7 @@ func TestPullRequestPreview(t *testing.T) {
 			return ok && v.Ready() && len(f.sticky(n)) == 1
 		})
 		took = append(took, time.Since(start))
-		f.send("pull_request", prPayload(t, "closed", n, sha, "acme/models", false))
+		f.close(n, sha, "acme/models", false)
 		poll.Until(t, time.Minute, fmt.Sprintf("#%d's preview removed", n), func() bool { _, ok := f.preview(n); return !ok })
 	}
 	slices.Sort(took)
@@ -240,10 +264,10 @@ func TestPullRequestPreview(t *testing.T) {
 	if calls := f.gh.CallsTo(http.MethodPost, "/repos/{owner}/{repo}/issues/{issue_number}/comments"); len(calls) != 0 {
 		t.Errorf("50 events created %d comments", len(calls))
 	}
-	t.Logf("pull request figures: 50 concurrent events on one pull request: %d sticky comment, %d API calls, %d writes", len(f.sticky(11)), len(f.gh.Calls()), writes(f.gh.Calls()))
+	t.Logf("pull request figures: 50 concurrent events on one pull request: %d sticky comment, %d API calls, %d writes", len(f.sticky(11)), len(eventCalls(f.gh.Calls())), writes(f.gh.Calls()))
 
 	// Closing removes the preview and says so.
-	f.send("pull_request", prPayload(t, "closed", 11, sha, "acme/models", false))
+	f.close(11, sha, "acme/models", false)
 	poll.Until(t, time.Minute, "the preview is removed", func() bool { _, ok := f.preview(11); return !ok })
 	poll.Until(t, 30*time.Second, "the comment says closed", func() bool {
 		cs := f.sticky(11)
@@ -313,7 +337,7 @@ func TestForkPullRequest(t *testing.T) {
 	}
 
 	// A push after the approval needs another one: the preview goes.
-	sha2 := f.repo.PullHead(12, map[string]string{"iris/merlin.yaml": irisEnv(t, "fork2")})
+	sha2 := f.push(12, map[string]string{"iris/merlin.yaml": irisEnv(t, "fork2")})
 	f.send("pull_request", prPayload(t, "synchronize", 12, sha2, "mallory/models", false))
 	poll.Until(t, time.Minute, "the unapproved head is not previewed", func() bool { _, ok := f.preview(12); return !ok })
 }
@@ -337,13 +361,13 @@ func TestPullRequestBudgetFaultsMerge(t *testing.T) {
 	poll.Until(t, 2*time.Minute, "#31 previewed and reported", reported(sha))
 
 	// Steady state: a push is one edit and one status.
-	sha2 := f.repo.PullHead(31, map[string]string{"iris/merlin.yaml": irisEnv(t, "v2")})
+	sha2 := f.push(31, map[string]string{"iris/merlin.yaml": irisEnv(t, "v2")})
 	time.Sleep(1100 * time.Millisecond) // past commentInterval since the last edit
 	f.gh.ResetCalls()
 	f.send("pull_request", prPayload(t, "synchronize", 31, sha2, "acme/models", false))
 	poll.Until(t, 2*time.Minute, "the new head previewed and reported", reported(sha2))
 	time.Sleep(2 * time.Second) // anything more would have gone out by now
-	calls := f.gh.Calls()
+	calls := eventCalls(f.gh.Calls())
 	t.Logf("pull request figures: a push to a previewed pull request: %d API calls, %d writes", len(calls), writes(calls))
 	if len(calls) > 3 || writes(calls) > 2 {
 		t.Errorf("a push: %d calls, %d writes; want ≤ 3 and ≤ 2: %+v", len(calls), writes(calls), calls)
@@ -353,7 +377,7 @@ func TestPullRequestBudgetFaultsMerge(t *testing.T) {
 	}
 
 	// Faults: rate limited, then bad gateways; the next head still lands.
-	sha3 := f.repo.PullHead(31, map[string]string{"iris/merlin.yaml": irisEnv(t, "v3")})
+	sha3 := f.push(31, map[string]string{"iris/merlin.yaml": irisEnv(t, "v3")})
 	f.gh.Fail(1, githubtest.RateLimited(f.gh.Now().Add(2*time.Second)))
 	f.gh.Fail(4, githubtest.BadGateway())
 	f.send("pull_request", prPayload(t, "synchronize", 31, sha3, "acme/models", false))
@@ -366,7 +390,7 @@ func TestPullRequestBudgetFaultsMerge(t *testing.T) {
 	// comment follows it to the end.
 	f.repo.Git("merge", "--quiet", "--ff-only", "pull-31")
 	f.repo.Push()
-	f.send("pull_request", prPayload(t, "closed", 31, sha3, "acme/models", true))
+	f.close(31, sha3, "acme/models", true)
 	poll.Until(t, 2*time.Minute, "the merged comment says the rollout is over", func() bool {
 		cs := f.sticky(31)
 		return len(cs) == 1 && strings.Contains(cs[0].Body, "Merged: the production rollout is over")
@@ -429,5 +453,27 @@ func TestPullRequestBrokenManifest(t *testing.T) {
 	after := f.d.model(t, "iris-sklearn")
 	if after.Desired != before.Desired || after.LastError != "" || len(after.Versions) != 1 {
 		t.Errorf("production changed: %+v → %+v", before, after)
+	}
+}
+
+// TestPullRequestSeenByPolling: a pull request whose webhooks never came
+// is previewed all the same, and its closing is noticed, by listing the
+// open pull requests every pollEvery.
+func TestPullRequestSeenByPolling(t *testing.T) {
+	f := newPRFixture(t)
+	sha := f.open(51, "acme/models", map[string]string{"iris/merlin.yaml": irisEnv(t, "polled")})
+	poll.Until(t, time.Minute, "#51 previewed without a webhook", func() bool {
+		v, ok := f.preview(51)
+		return ok && v.Ready() && len(f.sticky(51)) == 1 &&
+			f.gh.LatestStatuses("acme/models", sha)["merlin/iris-sklearn"].State == "success"
+	})
+	f.gh.UpdatePull("acme/models", 51, func(p *githubtest.Pull) { p.State = "closed" })
+	poll.Until(t, time.Minute, "#51's closing noticed without a webhook", func() bool {
+		_, ok := f.preview(51)
+		cs := f.sticky(51)
+		return !ok && len(cs) == 1 && strings.Contains(cs[0].Body, "Closed without merging")
+	})
+	if n := len(f.gh.CallsTo(http.MethodGet, "/repos/{owner}/{repo}/pulls")); n < 2 {
+		t.Errorf("the open pull requests were listed %d times", n)
 	}
 }
