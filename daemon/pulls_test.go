@@ -477,3 +477,30 @@ func TestPullRequestSeenByPolling(t *testing.T) {
 		t.Errorf("the open pull requests were listed %d times", n)
 	}
 }
+
+// TestForgedPullRequestEvents: pull_request deliveries that are unsigned,
+// signed with SHA-1 only, or signed with another secret are refused and
+// change nothing: no API call, no preview.
+func TestForgedPullRequestEvents(t *testing.T) {
+	f := newPRFixture(t)
+	// Only in git: GitHub's list of open pull requests would (rightly) show it.
+	sha := f.repo.PullHead(61, map[string]string{"iris/merlin.yaml": irisEnv(t, "forged")})
+	body := prPayload(t, "opened", 61, sha, "acme/models", false)
+	f.gh.ResetCalls()
+	for _, d := range []webhooktest.Delivery{
+		{Event: "pull_request", Body: body, Signature: "-"},
+		{Event: "pull_request", Body: body, Signature: "-", SHA1: "sha1=" + strings.Repeat("a", 40)},
+		{Event: "pull_request", Body: body, Signature: "sha256=" + strings.Repeat("0", 64)},
+	} {
+		if code, resp := sendHook(t, f.d.api, d); code != http.StatusUnauthorized {
+			t.Errorf("forged delivery: %d %s, want 401", code, resp)
+		}
+	}
+	time.Sleep(2 * time.Second)
+	if calls := eventCalls(f.gh.Calls()); len(calls) != 0 {
+		t.Errorf("forged deliveries made %d API calls: %+v", len(calls), calls)
+	}
+	if _, ok := f.preview(61); ok {
+		t.Error("a forged delivery deployed a preview")
+	}
+}
