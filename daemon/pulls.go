@@ -69,7 +69,8 @@ type prRecord struct {
 	CommentID int64                               `json:"commentID,omitempty"`
 	OnGitHub  string                              `json:"onGitHub,omitempty"`
 	Sent      map[string]pullrequest.CommitStatus `json:"sent,omitempty"`
-	// Done: closed or merged and rolled out, and all of it reported.
+	// Done: closed or merged and rolled out, and all of it reported (the
+	// record is then dropped).
 	Done bool `json:"done,omitempty"`
 
 	// Measures of the previews since the head was previewed (or since
@@ -95,6 +96,11 @@ const minPollEvery = 10 * time.Second
 // still building or starting: one that is ready by then is reported once
 // (one edit, one status), and a slower one shows as pending.
 const settleFor = 10 * time.Second
+
+// settleRefresh is how often a pull request whose previews are on their
+// way is looked at (locally: the reconciler's status), so that its report
+// goes out as soon as they are ready.
+const settleRefresh = 200 * time.Millisecond
 
 // refreshEvery is how often an active pull request's state is looked at.
 const refreshEvery = time.Second
@@ -372,6 +378,10 @@ func (p *pulls) work(ctx context.Context, n int, kick chan struct{}) {
 func (p *pulls) sync(ctx context.Context, n int) (again time.Time, done bool) {
 	p.mu.Lock()
 	r := p.records[n]
+	if r == nil { // finished and forgotten while this worker was woken
+		p.mu.Unlock()
+		return time.Time{}, true
+	}
 	pr, changed := r.PR, r.changed
 	head := pr.HeadSHA
 	p.mu.Unlock()
@@ -390,7 +400,7 @@ func (p *pulls) sync(ctx context.Context, n int) (again time.Time, done bool) {
 	pr.StatusURL = p.statusPage()
 	reports := p.reports(r, pr, rec.Status(), now)
 	if settle := changed.Add(max(p.interval, settleFor)); now.Before(settle) && unsettled(pr, r, reports) {
-		return minTime(settle, now.Add(refreshEvery)), false
+		return minTime(settle, now.Add(settleRefresh)), false
 	}
 	body := pullrequest.Render(pullrequest.Comment{PR: pr, Models: reports}, 0)
 	r.edits = r.edits.Offer(body)
@@ -409,6 +419,11 @@ func (p *pulls) sync(ctx context.Context, n int) (again time.Time, done bool) {
 	over := (pr.Closed && !pr.Merged) || (pr.Merged && mergedOver(pr, reports))
 	settled := r.edits.Pending == "" && len(pullrequest.StatusesToSend(r.Sent, next)) == 0
 	r.Done = over && settled
+	if r.Done {
+		// Forgotten: a late event about it is ignored, and a reopening
+		// finds the comment again by its marker.
+		delete(p.records, n)
+	}
 	p.saveLocked()
 	p.mu.Unlock()
 	if r.Done {

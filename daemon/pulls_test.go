@@ -217,6 +217,10 @@ func TestPullRequestPreview(t *testing.T) {
 		f.close(n, sha, "acme/models", false)
 		poll.Until(t, time.Minute, fmt.Sprintf("#%d's preview removed", n), func() bool { _, ok := f.preview(n); return !ok })
 	}
+	poll.Until(t, 30*time.Second, "closed pull requests are forgotten once reported", func() bool {
+		_, _, known := f.d.d.pulls["models"].known(21)
+		return !known
+	})
 	slices.Sort(took)
 	t.Logf("pull request figures: PR opened → preview serving and comment posted (local target, iris, %d pull requests): p50 %v, max %v",
 		len(took), took[len(took)/2].Round(time.Millisecond), took[len(took)-1].Round(time.Millisecond))
