@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"log/slog"
 	"strings"
 	"testing"
@@ -268,6 +269,34 @@ func TestRateLimitWaitedOut(t *testing.T) {
 				t.Errorf("no log of the wait: %s", logs)
 			}
 		})
+	}
+}
+
+// TestRateLimitHoldsEveryRequest: a request sent while another waits out
+// a rate limit waits too (the fake reports any request sent before the
+// limit ends).
+func TestRateLimitHoldsEveryRequest(t *testing.T) {
+	fake, c, _ := setup(t)
+	fake.SetPermission(repo, "maya", "write")
+	fake.Fail(1, githubtest.RateLimited(time.Now().Add(time.Second)))
+	ctx := context.Background()
+	done := make(chan error, 1)
+	go func() { _, _, err := c.Permission(ctx, "maya"); done <- err }()
+	for len(fake.Calls()) == 0 { // the first request met the limit
+		time.Sleep(5 * time.Millisecond)
+	}
+	time.Sleep(100 * time.Millisecond) // and its answer was read
+	if len(fake.Calls()) != 1 {
+		t.Fatalf("calls %+v, want only the limited one so far", fake.Calls())
+	}
+	if _, err := c.PullRequest(ctx, 7); err != nil {
+		t.Errorf("PullRequest after the limit: %v", err)
+	}
+	if err := <-done; err != nil {
+		t.Errorf("Permission after the limit: %v", err)
+	}
+	if s := statuses(fake.Calls()); len(s) != 3 || s[0] != http.StatusForbidden {
+		t.Errorf("statuses %v, want the 403 then two answers", s)
 	}
 }
 

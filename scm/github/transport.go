@@ -224,18 +224,46 @@ func retriable5xx(endpoint string) bool {
 	return endpoint != "POST /repos/{owner}/{repo}/issues/{issue_number}/comments"
 }
 
-// retryTransport applies a Policy.
+// retryTransport applies a Policy. A rate limit is the client's, not one
+// request's: while one request waits it out, the others wait too instead
+// of being sent into it (GitHub counts those against the integration).
 type retryTransport struct {
 	next   http.RoundTripper
 	policy Policy
 	log    *slog.Logger
 	now    func() time.Time
+
+	mu      sync.Mutex
+	limited time.Time // no request is sent before it
+}
+
+// block holds every request until d from now (a rate limit's end).
+func (t *retryTransport) block(d time.Duration) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if until := t.now().Add(d); until.After(t.limited) {
+		t.limited = until
+	}
+}
+
+// waitLimit waits out a rate limit another request met, up to MaxWait.
+func (t *retryTransport) waitLimit(ctx context.Context) error {
+	t.mu.Lock()
+	wait := t.limited.Sub(t.now())
+	t.mu.Unlock()
+	if wait <= 0 {
+		return nil
+	}
+	return sleep(ctx, min(wait, t.policy.MaxWait))
 }
 
 func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	endpoint := Endpoint(req.Method, req.URL.Path)
 	limited, failed := 0, 0
 	for {
+		if err := t.waitLimit(req.Context()); err != nil {
+			return nil, err
+		}
 		resp, err := t.next.RoundTrip(req)
 		if err != nil {
 			return nil, err
@@ -254,6 +282,9 @@ func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 			attempts = limited
 		}
 		d := decide(t.policy, endpoint, a, attempts, t.now(), rand.Float64())
+		if d.rateLimit {
+			t.block(d.wait)
+		}
 		if !d.retry {
 			return resp, nil
 		}
@@ -265,8 +296,10 @@ func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 		_ = resp.Body.Close()
 		t.log.Warn("github: waiting before retrying", "endpoint", endpoint, "status", resp.StatusCode, "reason", d.reason, "wait", d.wait)
-		if err := sleep(req.Context(), d.wait); err != nil {
-			return nil, err
+		if !d.rateLimit { // a rate limit is waited out at the top, with the others
+			if err := sleep(req.Context(), d.wait); err != nil {
+				return nil, err
+			}
 		}
 		if req, err = rewind(req); err != nil {
 			return nil, err
