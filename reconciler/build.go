@@ -2,6 +2,7 @@ package reconciler
 
 import (
 	"context"
+	"errors"
 	"io/fs"
 	"time"
 
@@ -24,10 +25,11 @@ type buildJob struct {
 }
 
 type buildResult struct {
-	job  buildJob
-	res  builder.Result
-	err  error
-	took time.Duration
+	job     buildJob
+	res     builder.Result
+	lineage map[string]string // a fetched model's origin
+	err     error
+	took    time.Duration
 }
 
 // startBuild builds m in the background; a build of the same model still
@@ -43,10 +45,19 @@ func (r *Reconciler) startBuild(ctx context.Context, tree fs.FS, dir, settings s
 			return
 		}
 		start := time.Now()
-		res, err := r.builder.Build(job.tree, job.dir, job.m)
+		var (
+			res     builder.Result
+			lineage map[string]string
+			err     error
+		)
+		if remote(job.m) {
+			res, lineage, err = r.fetchRemote(ctx, job.m)
+		} else {
+			res, err = r.builder.Build(job.tree, job.dir, job.m)
+		}
 		<-r.buildSlots
 		select {
-		case r.builds <- buildResult{job: job, res: res, err: err, took: time.Since(start)}:
+		case r.builds <- buildResult{job: job, res: res, lineage: lineage, err: err, took: time.Since(start)}:
 		case <-ctx.Done():
 		}
 	}()
@@ -65,13 +76,27 @@ func (r *Reconciler) finishBuild(ctx context.Context, b buildResult) {
 		// revision builds the model again whatever it changes, so a
 		// transient failure does not leave HEAD undeployed for good.
 		ms.Held, ms.Resync = true, true
-		ms.setError(serving.ReasonBuild, b.err.Error())
-		r.log.Warn("build failed; keeping the last good version", "model", ms.Name, "err", b.err)
+		reason := serving.ReasonBuild
+		var se *sourceError
+		if errors.As(b.err, &se) {
+			reason = serving.ReasonSource
+		}
+		if ms.Error != b.err.Error() {
+			r.log.Warn("build failed; keeping the last good version", "model", ms.Name, "reason", reason, "err", b.err)
+		}
+		ms.setError(reason, b.err.Error())
 		return
 	}
 	v := r.version(b.job.m, b.res.Digest, b.res.Bundle, b.job.sha)
+	for k, val := range b.lineage {
+		v.Annotations[k] = val
+	}
+	changed := v.ID != ms.Desired
 	ms.Dir, ms.Settings, ms.Desired, ms.SHA = b.job.dir, b.job.settings, v.ID, b.job.sha
 	switch {
+	case remote(b.job.m) && ms.Reason == serving.ReasonSource:
+		ms.Held = false // fetched: the source is back
+		ms.setError("", "")
 	case ms.Held && (ms.Reason == serving.ReasonManifest || ms.Reason == serving.ReasonSource):
 		// The manifest broke after this build started: the build is of a
 		// good revision, but the head is still broken and must say so
@@ -83,7 +108,9 @@ func (r *Reconciler) finishBuild(ctx context.Context, b buildResult) {
 		ms.Held = false
 	}
 	ms.Versions[v.ID] = v
-	r.log.Info("built model", "model", ms.Name, "version", v.ID, "took", b.took.Round(time.Millisecond))
+	if changed {
+		r.log.Info("built model", "model", ms.Name, "version", v.ID, "took", b.took.Round(time.Millisecond))
+	}
 	r.stepModel(ctx, ms, r.observeTarget(ctx)[ms.Name], r.now())
 }
 

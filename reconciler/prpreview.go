@@ -3,11 +3,14 @@ package reconciler
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"slices"
 	"sync"
 
+	"merlin.dev/merlin/builder"
 	"merlin.dev/merlin/manifest"
 	"merlin.dev/merlin/serving"
 )
@@ -141,10 +144,13 @@ func (r *Reconciler) previewCandidates(files []*manifest.File) []previewCandidat
 				broken(name, f.Name, serving.ReasonManifest, err.Error())
 				continue
 			}
-			dir, err := r.sourceDir(m)
-			if err != nil {
-				broken(name, f.Name, serving.ReasonSource, err.Error())
-				continue
+			dir := ""
+			if !remote(m) || r.cfg.Fetcher == nil {
+				var err error
+				if dir, err = r.sourceDir(m); err != nil {
+					broken(name, f.Name, serving.ReasonSource, err.Error())
+					continue
+				}
 			}
 			out = append(out, previewCandidate{result: PreviewResult{Model: name, File: f.Name}, m: m, dir: dir})
 		}
@@ -171,13 +177,28 @@ func (r *Reconciler) buildPreviews(ctx context.Context, tree fs.FS, sha string, 
 			case <-ctx.Done():
 				return
 			}
-			res, err := r.builder.Build(tree, c.dir, c.m)
+			var (
+				res     builder.Result
+				lineage map[string]string
+				err     error
+			)
+			if remote(c.m) { // the pull request names another MLflow version
+				res, lineage, err = r.fetchRemote(ctx, c.m)
+			} else {
+				res, err = r.builder.Build(tree, c.dir, c.m)
+			}
 			<-r.buildSlots
 			if err != nil {
-				c.result.Changed, c.result.Error, c.result.Reason = true, err.Error(), serving.ReasonBuild
+				reason := serving.ReasonBuild
+				var se *sourceError
+				if errors.As(err, &se) {
+					reason = serving.ReasonSource
+				}
+				c.result.Changed, c.result.Error, c.result.Reason = true, err.Error(), reason
 				return
 			}
 			c.version = r.version(c.m, res.Digest, res.Bundle, sha)
+			maps.Copy(c.version.Annotations, lineage)
 			c.result.Version = c.version.ID
 		})
 	}

@@ -75,6 +75,12 @@ type Config struct {
 	// Resync re-applies unchanged deployments this often, correcting drift
 	// on the target. Default 5m.
 	Resync time.Duration
+	// Fetcher fetches models whose source is not in the repository
+	// (source.mlflow); without one they are an error.
+	Fetcher Fetcher
+	// SourceInterval is how often those sources are resolved again
+	// between revisions (an MLflow alias moved). Default 1m.
+	SourceInterval time.Duration
 }
 
 // Builder builds a version of a model from its files: a content digest
@@ -169,6 +175,8 @@ func New(ctx context.Context, cfg Config, src Source, t serving.Target, b Builde
 func (r *Reconciler) Run(ctx context.Context, events <-chan gitsource.Event) error {
 	tick := time.NewTicker(r.cfg.Tick)
 	defer tick.Stop()
+	sources := time.NewTicker(r.sourceInterval())
+	defer sources.Stop()
 	var changes <-chan struct{}
 	if n, ok := r.target.(serving.Notifier); ok {
 		changes = n.Changes()
@@ -183,6 +191,8 @@ func (r *Reconciler) Run(ctx context.Context, events <-chan gitsource.Event) err
 			r.stepAll(ctx)
 		case <-tick.C:
 			r.stepAll(ctx)
+		case <-sources.C:
+			r.refreshRemote(ctx)
 		case <-changes:
 			r.stepAll(ctx)
 		case c := <-r.commands:
@@ -303,6 +313,11 @@ func (r *Reconciler) declare(ctx context.Context, tree fs.FS, m *manifest.Model,
 		ms.setError(serving.ReasonManifest, err.Error())
 		return
 	}
+	if remote(m) {
+		r.declareRemote(ctx, m, sha, ms)
+		return
+	}
+	ms.remote = nil
 	dir, err := r.sourceDir(m)
 	if err != nil {
 		ms.Held, ms.Resync = true, true
@@ -326,10 +341,24 @@ func (r *Reconciler) declare(ctx context.Context, tree fs.FS, m *manifest.Model,
 	r.startBuild(ctx, tree, dir, settings, m, sha, ms)
 }
 
+// declareRemote takes a model whose files are fetched (source.mlflow):
+// its reference is resolved again on every revision, since what it names
+// may have moved without a commit.
+func (r *Reconciler) declareRemote(ctx context.Context, m *manifest.Model, sha string, ms *modelState) {
+	if r.cfg.Fetcher == nil {
+		ms.Held, ms.Resync = true, true
+		ms.setError(serving.ReasonSource, m.Errorf("spec.source.mlflow", "no MLflow tracking server is configured: set spec.trackingURI, mlflow.trackingURI in the daemon's configuration, or MLFLOW_TRACKING_URI").Error())
+		return
+	}
+	ms.remote, ms.Resync = m, false
+	ms.Rollout, ms.Preview = m.Spec.Rollout, m.Spec.Preview
+	r.startBuild(ctx, nil, remoteDir(m), string(builder.Settings(m)), m, sha, ms)
+}
+
 // sourceDir returns the model directory of m in the repository.
 func (r *Reconciler) sourceDir(m *manifest.Model) (string, error) {
 	if m.Spec.Source.Path == "" {
-		return "", m.Errorf("spec.source", "only source.path is supported so far; mlflow and uri sources are coming")
+		return "", m.Errorf("spec.source", "only source.path and source.mlflow are supported so far; uri sources are coming")
 	}
 	return builder.SourceDir(m, path.Dir(m.File))
 }

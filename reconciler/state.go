@@ -83,6 +83,9 @@ type modelState struct {
 	building int
 	// conds are the model's conditions as last published.
 	conds []serving.Condition
+	// remote is the manifest of a model fetched from outside the
+	// repository, resolved again every SourceInterval.
+	remote *manifest.Model
 }
 
 // previewPolicy is production's preview policy for the model. A zero
