@@ -62,12 +62,12 @@ type Result struct {
 func (b *Builder) Build(fsys fs.FS, dir string, m *manifest.Model) (Result, error) {
 	files, err := list(fsys, dir)
 	if err != nil {
-		return Result{}, m.Errorf("spec.source.path", "%v", err)
+		return Result{}, m.Errorf(sourceField(m), "%v", err)
 	}
 	var flavors []string
 	if m.Spec.Type != manifest.TypeCustom {
 		if flavors, err = checkMLmodel(fsys, dir, m.Spec.Type); err != nil {
-			return Result{}, m.Errorf("spec.source.path", "%v", err)
+			return Result{}, m.Errorf(sourceField(m), "%v", err)
 		}
 	}
 	tmp, err := os.MkdirTemp(b.dir, ".build-*")
@@ -99,6 +99,18 @@ func (b *Builder) Build(fsys fs.FS, dir string, m *manifest.Model) (Result, erro
 		}
 	}
 	return Result{Digest: digest, Bundle: bundle, Flavors: flavors}, nil
+}
+
+// sourceField is the manifest field that names where m's files come from,
+// where an error in them is positioned.
+func sourceField(m *manifest.Model) string {
+	switch {
+	case m.Spec.Source.MLflow != "":
+		return "spec.source.mlflow"
+	case m.Spec.Source.URI != "":
+		return "spec.source.uri"
+	}
+	return "spec.source.path"
 }
 
 // Bundle returns the directory of a built digest, if it exists.

@@ -246,9 +246,37 @@ type LeaderElection struct {
 // On reports whether leader election is enabled (after defaults).
 func (l LeaderElection) On() bool { return l.Enabled != nil && *l.Enabled }
 
-// MLflow configures MLflow access.
+// MLflow configures MLflow access for models with source.mlflow.
+//
+//	mlflow:
+//	  trackingURI: http://mlflow:5000      # or a local mlruns directory; else MLFLOW_TRACKING_URI
+//	  tokenEnv: MLFLOW_TRACKING_TOKEN      # bearer token; or usernameEnv/passwordEnv for basic auth
+//	  maxDownloads: 2                      # artifact downloads at once
 type MLflow struct {
 	TrackingURI string `yaml:"trackingURI"`
+	// TokenEnv names the variable holding a bearer token; default
+	// MLFLOW_TRACKING_TOKEN.
+	TokenEnv string `yaml:"tokenEnv"`
+	// UsernameEnv and PasswordEnv name the variables holding basic auth;
+	// default MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD.
+	UsernameEnv string `yaml:"usernameEnv"`
+	PasswordEnv string `yaml:"passwordEnv"`
+	// MaxDownloads bounds the artifact downloads at once. Default 2.
+	MaxDownloads int `yaml:"maxDownloads"`
+}
+
+// validate checks the mlflow block.
+func (m MLflow) validate() []fieldProblem {
+	var problems []fieldProblem
+	for _, f := range []struct{ name, env string }{{"tokenEnv", m.TokenEnv}, {"usernameEnv", m.UsernameEnv}, {"passwordEnv", m.PasswordEnv}} {
+		if f.env != "" && !envName.MatchString(f.env) {
+			problems = append(problems, fieldProblem{"mlflow." + f.name, fmt.Sprintf("%q must be the name of an environment variable, not the secret", f.env)})
+		}
+	}
+	if m.MaxDownloads < 0 {
+		problems = append(problems, fieldProblem{"mlflow.maxDownloads", "must be positive"})
+	}
+	return problems
 }
 
 // Metrics selects the metrics provider for rollout analysis.
@@ -392,6 +420,7 @@ func (c *Config) validate() []fieldProblem {
 		add("metrics.url", "is required for the prometheus provider")
 	}
 	problems = append(problems, c.Local.validate()...)
+	problems = append(problems, c.MLflow.validate()...)
 	return append(problems, c.Server.validate()...)
 }
 
