@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"maps"
@@ -111,11 +112,7 @@ func (c *commands) run(ctx context.Context, pr int, e pullrequest.CommentEvent) 
 	cmd, _ := pullrequest.Triage(e)
 	models := map[string]string{}
 	if cmd.Verb != pullrequest.Help && cmd.Verb != pullrequest.Status {
-		var production []serving.ModelStatus
-		if r := c.d.repoNamed(c.repo); r != nil {
-			production = r.Status().Models
-		}
-		if models, err = c.pulls.changedModels(ctx, pr, production); err != nil {
+		if models, err = c.pulls.changedModels(ctx, pr, c.production()); err != nil {
 			return fmt.Errorf("models the pull request changes: %w", err)
 		}
 	}
@@ -203,29 +200,28 @@ func (c *commands) preview(pr int, login string, dec pullrequest.Decision) strin
 // changes stands, and the sticky comment is brought up to date.
 func (c *commands) status(pr int, login string, dec pullrequest.Decision) string {
 	c.pulls.kick(pr)
-	var production []serving.ModelStatus
-	if r := c.d.repoNamed(c.repo); r != nil {
-		production = r.Status().Models
-	}
+	production := c.production()
 	p, results, _ := c.pulls.known(pr)
 	var outcomes []pullrequest.Outcome
 	for _, res := range results {
 		if !res.Changed {
 			continue
 		}
-		rep := pullrequest.Report{Status: serving.ModelStatus{Name: res.Model}, Version: res.Version, Error: res.Error, ErrorReason: res.Reason, Note: res.Note}
-		for _, m := range production {
-			if m.Name == res.Model {
-				rep.Status = m
-			}
-		}
-		st := pullrequest.StatusOf(p, rep)
-		outcomes = append(outcomes, pullrequest.Outcome{Model: cmpStr(res.Model, res.File), Message: fmt.Sprintf("%s: %s", st.State, st.Description)})
+		st := pullrequest.StatusOf(p, reportOf(res, production))
+		outcomes = append(outcomes, pullrequest.Outcome{Model: cmp.Or(res.Model, res.File), Message: fmt.Sprintf("%s: %s", st.State, st.Description)})
 	}
 	if len(outcomes) == 0 {
 		outcomes = append(outcomes, pullrequest.Outcome{Model: "pull request", Message: string(pullrequest.StageOf(p, pullrequest.Report{}))})
 	}
 	return pullrequest.Reply(pr, login, dec.Command, outcomes)
+}
+
+// production is the repository's models as production serves them.
+func (c *commands) production() []serving.ModelStatus {
+	if r := c.d.repoNamed(c.repo); r != nil {
+		return r.Status().Models
+	}
+	return nil
 }
 
 func sortedNames(m map[string]string) []string { return slices.Sorted(maps.Keys(m)) }

@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -558,16 +559,21 @@ func (p *pulls) reports(r *prRecord, pr pullrequest.PR, st reconciler.Status, no
 		if !res.Changed {
 			continue
 		}
-		rep := pullrequest.Report{Status: serving.ModelStatus{Name: cmpStr(res.Model, res.File)}, Version: res.Version, Error: res.Error, ErrorReason: res.Reason, Note: res.Note}
-		for _, m := range st.Models {
-			if m.Name == res.Model {
-				rep.Status = m
-			}
-		}
+		rep := reportOf(res, st.Models)
 		p.measure(r, &rep, now)
 		out = append(out, rep)
 	}
 	return out
+}
+
+// reportOf is a changed model of a pull request beside production's
+// status of it (none for a model production does not serve).
+func reportOf(res reconciler.PreviewResult, production []serving.ModelStatus) pullrequest.Report {
+	rep := pullrequest.Report{Status: serving.ModelStatus{Name: cmp.Or(res.Model, res.File)}, Version: res.Version, Error: res.Error, ErrorReason: res.Reason, Note: res.Note}
+	if i := slices.IndexFunc(production, func(m serving.ModelStatus) bool { return m.Name == res.Model }); i >= 0 {
+		rep.Status = production[i]
+	}
+	return rep
 }
 
 // measure fills a report's figures from the router's counters: the pull
@@ -597,7 +603,7 @@ func (p *pulls) measure(r *prRecord, rep *pullrequest.Report, now time.Time) {
 		return cur.Sub(b)
 	}
 	rep.Preview = measureOf(window(rep.Version))
-	if stable := stableVersion(rep.Status); stable != "" && stable != rep.Version {
+	if stable := rep.Status.Stable(); stable != "" && stable != rep.Version {
 		rep.Production = measureOf(window(stable))
 	}
 	h := r.history[rep.Version]
@@ -617,15 +623,6 @@ func measureOf(s metrics.Snapshot) pullrequest.Measure {
 		m.Agreement = float64(s.Agree) / float64(m.Compared)
 	}
 	return m
-}
-
-func stableVersion(s serving.ModelStatus) string {
-	for _, v := range s.Versions {
-		if v.Role == serving.RoleStable {
-			return v.Version
-		}
-	}
-	return ""
 }
 
 // report writes the comment (when an edit is due) and the statuses that
@@ -793,13 +790,6 @@ func mergedOver(pr pullrequest.PR, reports []pullrequest.Report) bool {
 		}
 	}
 	return true
-}
-
-func cmpStr(a, b string) string {
-	if a != "" {
-		return a
-	}
-	return b
 }
 
 func shortSHA(sha string) string { return sha[:min(len(sha), 8)] }

@@ -140,7 +140,7 @@ func section(p PR, r Report) string {
 	fmt.Fprintf(&b, "\n#### %s %s\n\n", stageIcon(stage), Text(r.Status.Name, maxNameRunes))
 	b.WriteString("| | this pull request | production |\n|---|---|---|\n")
 	row := func(k, a, z string) { fmt.Fprintf(&b, "| %s | %s | %s |\n", k, a, z) }
-	row("version", code(r.Version), code(stableOf(r.Status)))
+	row("version", code(r.Version), code(r.Status.Stable()))
 	row("state", stateText(p, r, stage), productionState(r.Status))
 	ranNothing := (stage == StageBroken || stage == StageError) && r.Preview.Requests == 0
 	if stage != StageAwaitingApproval && stage != StageClosed && stage != StageBuilding && stage != StageNotPreviewed && !ranNothing {
@@ -230,15 +230,6 @@ func productionState(s serving.ModelStatus) string {
 		return "serving"
 	}
 	return strings.Join(parts, ", ")
-}
-
-func stableOf(s serving.ModelStatus) string {
-	for _, v := range s.Versions {
-		if v.Role == serving.RoleStable {
-			return v.Version
-		}
-	}
-	return ""
 }
 
 func code(v string) string {

@@ -56,6 +56,16 @@ func (m ModelStatus) Version(id string) (VersionStatus, bool) {
 	return m.Versions[i], true
 }
 
+// Stable returns the id of the stable version, or "" when none is listed.
+func (m ModelStatus) Stable() string {
+	for _, v := range m.Versions {
+		if v.Role == RoleStable {
+			return v.Version
+		}
+	}
+	return ""
+}
+
 // ConditionType names a condition.
 type ConditionType string
 
